@@ -1,0 +1,213 @@
+//! Command-line definitions only; the logic lives in [`crate::commands`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ocfk8s",
+    version,
+    about = "Bootstrap and operate a bare-metal Kubernetes cluster from one inventory file",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// The inventory file
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "OCFK8S_INVENTORY",
+        default_value = "inventory/ocf.toml"
+    )]
+    pub inventory: PathBuf,
+
+    /// Say more (repeat for more detail)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Print only errors and the requested output
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Plain lines instead of progress bars, even on a terminal
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
+    /// How many hosts to work on at once (overrides [ssh] concurrency)
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+
+    /// Trust and record host keys seen for the first time
+    #[arg(long, global = true)]
+    pub accept_new_host_keys: bool,
+
+    /// Folder of templates overriding the built-in ones
+    #[arg(long, global = true, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a commented starter inventory
+    Init(InitArgs),
+    /// Parse and check the inventory and print a summary
+    Validate,
+    /// Manage the local PKI store
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Inspect certificate expiry
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Write every host's files to DIR/<host>/<absolute path>
+    Render(RenderArgs),
+    /// Show, per host, the files and services that would change
+    Plan(PlanArgs),
+    /// Converge the whole cluster (safe to re-run)
+    Bootstrap(BootstrapArgs),
+    /// Add a master listed in the inventory to etcd and the control plane
+    AddMaster(AddMasterArgs),
+    /// Join one worker listed in the inventory
+    AddWorker(AddWorkerArgs),
+    /// Re-issue every leaf certificate and restart master by master
+    RotateCerts(RotateCertsArgs),
+    /// Print a kubeconfig for the cluster
+    Kubeconfig(KubeconfigArgs),
+    /// Print shell completions
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Address of a master (repeatable)
+    #[arg(long = "master", value_name = "ADDR")]
+    pub masters: Vec<String>,
+    /// Address of a worker (repeatable)
+    #[arg(long = "worker", value_name = "ADDR")]
+    pub workers: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create whatever PKI material is missing; never replaces what exists
+    Generate,
+    /// Adopt an existing cluster's CAs and leaves
+    Import(PkiImportArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["from_kubeadm", "from_kubetool"])))]
+pub struct PkiImportArgs {
+    /// A master's /etc/kubernetes/pki, copied locally
+    #[arg(long, value_name = "DIR", requires = "node")]
+    pub from_kubeadm: Option<PathBuf>,
+    /// kubetool's hiera folder (<Os>.yaml and <host>.yaml files)
+    #[arg(long, value_name = "DIR")]
+    pub from_kubetool: Option<PathBuf>,
+    /// The master the kubeadm folder was copied from
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Expiry of every certificate, like `kubeadm certs check-expiration`
+    Check(CertsCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsCheckArgs {
+    /// Read what each host really has instead of the local store
+    #[arg(long)]
+    pub remote: bool,
+    #[arg(short, long, value_enum, default_value_t = TableOrJson::Table)]
+    pub output: TableOrJson,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TableOrJson {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TextOrJson {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Output folder
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+    pub output: TextOrJson,
+    /// Exit 0 when nothing is to do, 3 when changes are pending
+    #[arg(long)]
+    pub exit_code: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PhaseArgs {
+    /// Phases to skip: install, files, etcd, control-plane, nodes, lb, addons
+    #[arg(long, value_delimiter = ',', value_name = "PHASE")]
+    pub skip_phases: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    #[command(flatten)]
+    pub phases: PhaseArgs,
+    /// Show what would be done without changing anything
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddMasterArgs {
+    /// The master's name in the inventory
+    pub name: String,
+    #[command(flatten)]
+    pub phases: PhaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AddWorkerArgs {
+    /// The worker's name in the inventory
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateCertsArgs {
+    #[command(flatten)]
+    pub phases: PhaseArgs,
+    /// Show what would be done without changing anything
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// The identity: admin or super-admin
+    #[arg(long, default_value = "admin")]
+    pub user: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
+}

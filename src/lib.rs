@@ -1,0 +1,32 @@
+//! ocfk8s: bootstrap and operate a bare-metal Kubernetes cluster from one
+//! inventory file. The binary is a thin door over [`run`].
+
+pub mod cli;
+mod commands;
+pub mod error;
+pub mod inventory;
+pub mod printer;
+
+use cli::{Cli, Command};
+use printer::Printer;
+
+/// Run one command line; the error's chain decides the exit status
+/// ([`error::exit_code`]).
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cli { global, command } = cli;
+    let printer = Printer::new(global.verbose, global.quiet, global.no_progress);
+    match command {
+        Command::Init(args) => commands::init::run(&args, &printer),
+        Command::Validate => commands::validate::run(&global, &printer),
+        Command::Completions(args) => commands::completions::run(&args),
+        Command::Pki(_) => commands::not_yet("pki"),
+        Command::Certs(_) => commands::not_yet("certs"),
+        Command::Render(_) => commands::not_yet("render"),
+        Command::Plan(_) => commands::not_yet("plan"),
+        Command::Bootstrap(_) => commands::not_yet("bootstrap"),
+        Command::AddMaster(_) => commands::not_yet("add-master"),
+        Command::AddWorker(_) => commands::not_yet("add-worker"),
+        Command::RotateCerts(_) => commands::not_yet("rotate-certs"),
+        Command::Kubeconfig(_) => commands::not_yet("kubeconfig"),
+    }
+}
