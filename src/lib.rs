@@ -5,6 +5,7 @@ pub mod cli;
 mod commands;
 pub mod error;
 pub mod inventory;
+pub mod pki;
 pub mod printer;
 
 use cli::{Cli, Command};
