@@ -7,6 +7,7 @@ pub mod error;
 pub mod inventory;
 pub mod pki;
 pub mod printer;
+pub mod render;
 
 use cli::{Cli, Command};
 use printer::Printer;

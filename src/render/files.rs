@@ -1,0 +1,45 @@
+//! What rendering produces: the exact set of files one host receives.
+//!
+//! This is the contract between rendering (pure: cluster + PKI store ->
+//! files) and the SSH engine (which makes hosts hold exactly these files).
+
+use std::collections::BTreeSet;
+
+/// One file a host receives, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    /// Absolute path on the host, such as `/etc/kubernetes/pki/ca.crt`.
+    pub path: String,
+    pub contents: Vec<u8>,
+    /// Permission bits, such as `0o600` for keys and kubeconfigs.
+    pub mode: u32,
+    /// Keys and kubeconfigs: never shown, only their hashes.
+    pub secret: bool,
+    /// systemd units to restart when this file changes (`etcd.service`,
+    /// `nginx.service`, ...). Empty for files read on demand.
+    pub restarts: Vec<String>,
+}
+
+/// Everything one host receives.
+#[derive(Debug, Clone)]
+pub struct HostFiles {
+    /// The node's name in the inventory.
+    pub node: String,
+    /// Sorted by path.
+    pub files: Vec<RenderedFile>,
+}
+
+impl HostFiles {
+    /// Units whose inputs are among `changed` paths.
+    pub fn units_to_restart<'a>(
+        &self,
+        changed: impl IntoIterator<Item = &'a str>,
+    ) -> BTreeSet<String> {
+        let changed: BTreeSet<&str> = changed.into_iter().collect();
+        self.files
+            .iter()
+            .filter(|file| changed.contains(file.path.as_str()))
+            .flat_map(|file| file.restarts.iter().cloned())
+            .collect()
+    }
+}
