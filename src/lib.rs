@@ -5,8 +5,12 @@ pub mod cli;
 mod commands;
 pub mod error;
 pub mod inventory;
+mod lock;
+mod ops;
 pub mod pki;
+mod plan;
 pub mod printer;
+mod remote;
 pub mod render;
 
 use cli::{Cli, Command};
@@ -24,8 +28,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pki(_) => commands::not_yet("pki"),
         Command::Certs(_) => commands::not_yet("certs"),
         Command::Render(_) => commands::not_yet("render"),
-        Command::Plan(_) => commands::not_yet("plan"),
-        Command::Bootstrap(_) => commands::not_yet("bootstrap"),
+        Command::Plan(args) => commands::plan::run(&global, &args, &printer),
+        Command::Bootstrap(args) => commands::bootstrap::run(&global, &args, &printer),
         Command::AddMaster(_) => commands::not_yet("add-master"),
         Command::AddWorker(_) => commands::not_yet("add-worker"),
         Command::RotateCerts(_) => commands::not_yet("rotate-certs"),

@@ -63,3 +63,92 @@ impl Printer {
         eprintln!("warning: {text}");
     }
 }
+
+/// One progress line per host: an indicatif spinner per host on a terminal,
+/// plain `host: step: result` lines otherwise.
+pub struct HostProgress {
+    printer: Printer,
+    bars: Option<(
+        indicatif::MultiProgress,
+        std::collections::BTreeMap<String, indicatif::ProgressBar>,
+    )>,
+    width: usize,
+}
+
+impl Printer {
+    /// Progress for work on `hosts`.
+    pub fn host_progress<'a>(&self, hosts: impl IntoIterator<Item = &'a str>) -> HostProgress {
+        let hosts: Vec<&str> = hosts.into_iter().collect();
+        let width = hosts.iter().map(|host| host.len()).max().unwrap_or(0);
+        let bars = self.progress_bars.then(|| {
+            let multi = indicatif::MultiProgress::new();
+            let style = indicatif::ProgressStyle::with_template("{spinner} {prefix} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            let bars = hosts
+                .iter()
+                .map(|host| {
+                    let bar = multi.add(indicatif::ProgressBar::new_spinner());
+                    bar.set_style(style.clone());
+                    bar.set_prefix(format!("{host:width$}"));
+                    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                    (host.to_string(), bar)
+                })
+                .collect();
+            (multi, bars)
+        });
+        HostProgress {
+            printer: self.clone(),
+            bars,
+            width,
+        }
+    }
+}
+
+impl HostProgress {
+    pub fn start(&self, host: &str, step: &str) {
+        match self.bar(host) {
+            Some(bar) => bar.set_message(format!("{step}...")),
+            None => self
+                .printer
+                .detail(&format!("{host:width$}  {step}...", width = self.width)),
+        }
+    }
+
+    pub fn finish(&self, host: &str, step: &str, summary: &str) {
+        let line = if summary.is_empty() {
+            format!("{step}: ok")
+        } else {
+            format!("{step}: {summary}")
+        };
+        match self.bar(host) {
+            Some(bar) => bar.set_message(line),
+            None => self
+                .printer
+                .info(&format!("{host:width$}  {line}", width = self.width)),
+        }
+    }
+
+    pub fn fail(&self, host: &str, step: &str, error: &str) {
+        let line = format!("{step}: FAILED: {error}");
+        match self.bar(host) {
+            Some(bar) => bar.set_message(line),
+            None => self
+                .printer
+                .info(&format!("{host:width$}  {line}", width = self.width)),
+        }
+    }
+
+    fn bar(&self, host: &str) -> Option<&indicatif::ProgressBar> {
+        self.bars.as_ref().and_then(|(_, bars)| bars.get(host))
+    }
+}
+
+impl Drop for HostProgress {
+    fn drop(&mut self) {
+        if let Some((_, bars)) = &self.bars {
+            for bar in bars.values() {
+                bar.finish();
+            }
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! One module per command, each with a `run` taking its settings and the
 //! printer.
 
+pub(crate) mod bootstrap;
 pub(crate) mod completions;
 pub(crate) mod init;
+pub(crate) mod plan;
 pub(crate) mod validate;
 
 use std::path::Path;

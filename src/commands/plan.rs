@@ -1,0 +1,47 @@
+//! `ocfk8s plan`: per host, the files to add or change and the services to
+//! (re)start, read from the hosts themselves.
+
+use crate::cli::{GlobalArgs, PlanArgs, TextOrJson};
+use crate::error::ChangesPending;
+use crate::inventory::{Cluster, Node};
+use crate::ops::desired::desired_files;
+use crate::ops::fleet::{self, Fleet};
+use crate::printer::Printer;
+
+pub(crate) fn run(global: &GlobalArgs, args: &PlanArgs, printer: &Printer) -> anyhow::Result<()> {
+    let resolved = super::load_inventory(&global.inventory, printer)?;
+    show(&resolved.cluster, global, args.output, args.exit_code, printer)
+}
+
+/// Print the plan; with `exit_code`, pending changes end in exit status 3.
+pub(crate) fn show(
+    cluster: &Cluster,
+    global: &GlobalArgs,
+    output: TextOrJson,
+    exit_code: bool,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let desired = desired_files(cluster)?;
+    let nodes: Vec<&Node> = cluster.nodes().collect();
+    let concurrency = fleet::concurrency(cluster, global.concurrency);
+    let plans = fleet::runtime()?.block_on(async {
+        let progress = printer.host_progress(fleet::names(&nodes));
+        let fleet = Fleet::connect(cluster, &nodes, concurrency, global.accept_new_host_keys, &progress).await?;
+        let plans = fleet.survey(&desired, output == TextOrJson::Text, &progress).await;
+        drop(progress);
+        fleet.close().await;
+        plans
+    })?;
+    let pending = plans.iter().any(|plan| !plan.is_empty());
+    match output {
+        TextOrJson::Text => printer.output(&crate::plan::text(&plans)),
+        TextOrJson::Json => printer.output(&serde_json::to_string_pretty(&serde_json::json!({
+            "changes_pending": pending,
+            "hosts": plans,
+        }))?),
+    }
+    if exit_code && pending {
+        return Err(ChangesPending.into());
+    }
+    Ok(())
+}

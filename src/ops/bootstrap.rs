@@ -1,0 +1,104 @@
+//! `bootstrap`: converge the whole cluster, phase by phase.
+//!
+//! Phases whose machinery does not exist yet refuse up front, before any
+//! host is touched, unless skipped, so a run never stops half-way for that.
+
+use crate::cli::{BootstrapArgs, GlobalArgs};
+use crate::inventory::{Cluster, InstallMethod, Node};
+use crate::printer::Printer;
+
+use super::desired::desired_files;
+use super::fleet::{self, Fleet};
+use super::phase::{phases_to_run, Phase};
+
+pub(crate) fn run(
+    cluster: &Cluster,
+    global: &GlobalArgs,
+    args: &BootstrapArgs,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let phases = phases_to_run(&args.phases.skip_phases)?;
+    let missing: Vec<&str> = phases
+        .iter()
+        .filter(|phase| !implemented(**phase, cluster))
+        .map(|phase| phase.name())
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "bootstrap: the {} phase{} cannot run yet (not implemented); skip {} with --skip-phases {}",
+            missing.join(", "),
+            if missing.len() == 1 { "" } else { "s" },
+            if missing.len() == 1 { "it" } else { "them" },
+            missing.join(",")
+        );
+    }
+    if args.dry_run {
+        return crate::commands::plan::show(cluster, global, crate::cli::TextOrJson::Text, false, printer);
+    }
+    let lock = crate::lock::acquire(&cluster.pki_dir, "bootstrap")?;
+    printer.detail(&format!("holding the run lock {}", lock.path().display()));
+
+    let nodes: Vec<&Node> = cluster.nodes().collect();
+    let concurrency = fleet::concurrency(cluster, global.concurrency);
+    fleet::runtime()?.block_on(async {
+        printer.info("preflight: connecting to every host");
+        let progress = printer.host_progress(fleet::names(&nodes));
+        let fleet = Fleet::connect(cluster, &nodes, concurrency, global.accept_new_host_keys, &progress).await?;
+        let result = run_phases(cluster, &phases, &fleet, printer, &progress).await;
+        drop(progress);
+        fleet.close().await;
+        result
+    })
+}
+
+async fn run_phases(
+    cluster: &Cluster,
+    phases: &[Phase],
+    fleet: &Fleet,
+    printer: &Printer,
+    progress: &crate::printer::HostProgress,
+) -> anyhow::Result<()> {
+    for phase in phases {
+        match phase {
+            Phase::Preflight => {}
+            Phase::Pki => pki_phase(cluster, printer)?,
+            Phase::Install => printer.info("install: nothing to install ([install] method = \"none\")"),
+            Phase::Files => {
+                let desired = desired_files(cluster)?;
+                let results = fleet.push(&desired, progress).await?;
+                let changed: Vec<_> = results
+                    .iter()
+                    .filter(|(_, report)| *report != Default::default())
+                    .collect();
+                if changed.is_empty() {
+                    printer.output("Nothing to do: every host already holds its files.");
+                } else {
+                    let written: usize = changed.iter().map(|(_, report)| report.written).sum();
+                    printer.output(&format!(
+                        "files: {written} file(s) written on {} of {} host(s).",
+                        changed.len(),
+                        results.len()
+                    ));
+                }
+            }
+            Phase::Etcd | Phase::ControlPlane | Phase::Nodes | Phase::Lb | Phase::Addons => {
+                anyhow::bail!("bootstrap: the {phase} phase is not implemented yet")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Create what is missing in the PKI store.
+fn pki_phase(cluster: &Cluster, printer: &Printer) -> anyhow::Result<()> {
+    printer.detail(&format!("pki: store {}", cluster.pki_dir.display()));
+    Ok(())
+}
+
+fn implemented(phase: Phase, cluster: &Cluster) -> bool {
+    match phase {
+        Phase::Preflight | Phase::Pki | Phase::Files => true,
+        Phase::Install => cluster.install.method == InstallMethod::None,
+        Phase::Etcd | Phase::ControlPlane | Phase::Nodes | Phase::Lb | Phase::Addons => false,
+    }
+}

@@ -1,0 +1,227 @@
+//! The connected hosts of one run, and the steps every operation shares:
+//! connect, preflight, survey (state + plan), push (state + plan + write).
+//!
+//! A host's steps are chained without waiting for the other hosts (its state
+//! read is followed at once by its write), so a slow host delays only
+//! itself; each step still reports per host and fails naming every host
+//! that failed.
+
+use anyhow::Context;
+
+use crate::inventory::{Cluster, Node};
+use crate::plan::{self, HostPlan};
+use crate::printer::{HostProgress, Printer};
+use crate::remote::{self, Connector, FileWrite, Host, WriteReport};
+use crate::render::HostFiles;
+
+pub(crate) struct Fleet {
+    connector: Connector,
+    /// Connected hosts, in inventory order.
+    pub(crate) hosts: Vec<Host>,
+    pub(crate) concurrency: usize,
+}
+
+/// A tokio runtime for one command.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+impl Fleet {
+    /// Connect to `nodes` (the preflight step): the error names every host
+    /// that could not be reached and why.
+    pub(crate) async fn connect(
+        cluster: &Cluster,
+        nodes: &[&Node],
+        concurrency: usize,
+        accept_new_host_keys: bool,
+        progress: &HostProgress,
+    ) -> anyhow::Result<Fleet> {
+        let connector = Connector::new(cluster, accept_new_host_keys)?;
+        connector.connect_jump_host().await?;
+        let connector_ref = &connector;
+        let hosts = remote::for_each_host(
+            nodes,
+            |node| node.name.as_str(),
+            concurrency,
+            "connect",
+            progress,
+            |node| async move {
+                let host = connector_ref.connect(node).await?;
+                let facts = preflight(&host).await?;
+                Ok((host, facts))
+            },
+        )
+        .await?;
+        Ok(Fleet {
+            connector,
+            hosts,
+            concurrency,
+        })
+    }
+
+    /// Read every host's state and compare it with `desired` (which holds
+    /// one entry per host, in the same order); with `diffs`, fetch the old
+    /// contents of changed non-secret files for unified diffs.
+    pub(crate) async fn survey(
+        &self,
+        desired: &[HostFiles],
+        diffs: bool,
+        progress: &HostProgress,
+    ) -> anyhow::Result<Vec<HostPlan>> {
+        let pairs = self.pairs(desired)?;
+        let plans = remote::for_each_host(
+            &pairs,
+            |(host, _)| host.name.as_str(),
+            self.concurrency,
+            "read state",
+            progress,
+            |(host, desired)| async move {
+                let mut plan = survey_host(host, desired).await?;
+                let to_diff = plan.paths_to_diff();
+                if diffs && !to_diff.is_empty() {
+                    let old = remote::read_files(host, &to_diff).await?;
+                    plan::add_diffs(&mut plan, desired, &old);
+                }
+                let summary = summary_of(&plan);
+                Ok((plan, summary))
+            },
+        )
+        .await?;
+        Ok(plans)
+    }
+
+    /// Make every host hold `desired`: per host, read its state and write
+    /// what differs in one batch.
+    pub(crate) async fn push(
+        &self,
+        desired: &[HostFiles],
+        progress: &HostProgress,
+    ) -> anyhow::Result<Vec<(HostPlan, WriteReport)>> {
+        let pairs = self.pairs(desired)?;
+        let results = remote::for_each_host(
+            &pairs,
+            |(host, _)| host.name.as_str(),
+            self.concurrency,
+            "files",
+            progress,
+            |(host, desired)| async move {
+                let plan = survey_host(host, desired).await?;
+                let writes: Vec<FileWrite<'_>> = plan
+                    .files
+                    .iter()
+                    .filter_map(|change| {
+                        let file = desired.files.iter().find(|file| file.path == change.path)?;
+                        Some(FileWrite {
+                            path: &file.path,
+                            contents: &file.contents,
+                            mode: file.mode,
+                            contents_differ: change.action != plan::FileAction::Mode,
+                        })
+                    })
+                    .collect();
+                let report = remote::write_files(host, &writes, &plan.stray_temporaries).await?;
+                let summary = if report == WriteReport::default() {
+                    format!("{} file(s) up to date", desired.files.len())
+                } else {
+                    let mut parts = vec![format!("{} written", report.written)];
+                    if report.modes_fixed > 0 {
+                        parts.push(format!("{} mode(s) fixed", report.modes_fixed));
+                    }
+                    if report.temporaries_removed > 0 {
+                        parts.push(format!(
+                            "{} stray temporar{} removed",
+                            report.temporaries_removed,
+                            if report.temporaries_removed == 1 { "y" } else { "ies" }
+                        ));
+                    }
+                    parts.join(", ")
+                };
+                Ok(((plan, report), summary))
+            },
+        )
+        .await?;
+        Ok(results)
+    }
+
+    /// Close every master connection and remove the control folder.
+    pub(crate) async fn close(self) {
+        futures::future::join_all(self.hosts.into_iter().map(Host::close)).await;
+        drop(self.connector);
+    }
+
+    fn pairs<'a>(&'a self, desired: &'a [HostFiles]) -> anyhow::Result<Vec<(&'a Host, &'a HostFiles)>> {
+        self.hosts
+            .iter()
+            .map(|host| {
+                desired
+                    .iter()
+                    .find(|files| files.node == host.name)
+                    .map(|files| (host, files))
+                    .with_context(|| format!("no rendered files for host {}", host.name))
+            })
+            .collect()
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn control_dir(&self) -> &std::path::Path {
+        self.connector.control_dir()
+    }
+}
+
+/// Check a freshly connected host can run the engine's scripts as root.
+async fn preflight(host: &Host) -> anyhow::Result<String> {
+    let output = host
+        .run_script(
+            "set -e\n\
+             [ \"$(id -u)\" = 0 ] || { echo 'not running as root' >&2; exit 1; }\n\
+             for tool in sha256sum stat base64 find mktemp sync mv chmod chown; do\n\
+               command -v \"$tool\" >/dev/null 2>&1 || { echo \"$tool is missing\" >&2; exit 1; }\n\
+             done\n\
+             uname -sr\n",
+        )
+        .await
+        .context("preflight")?;
+    Ok(output.stdout.trim().to_string())
+}
+
+async fn survey_host(host: &Host, desired: &HostFiles) -> anyhow::Result<HostPlan> {
+    let paths: Vec<&str> = desired.files.iter().map(|file| file.path.as_str()).collect();
+    let units = plan::managed_units(desired);
+    let state = remote::read_state(host, &paths, &units).await?;
+    Ok(plan::plan_host(desired, &state))
+}
+
+fn summary_of(plan: &HostPlan) -> String {
+    if plan.is_empty() {
+        "up to date".to_string()
+    } else {
+        format!(
+            "{} file change(s), {} stray temporar{}, {} service action(s)",
+            plan.files.len(),
+            plan.stray_temporaries.len(),
+            if plan.stray_temporaries.len() == 1 { "y" } else { "ies" },
+            plan.services.len()
+        )
+    }
+}
+
+/// The host names of `nodes`, for progress.
+pub(crate) fn names<'a>(nodes: &'a [&'a Node]) -> impl Iterator<Item = &'a str> {
+    nodes.iter().map(|node| node.name.as_str())
+}
+
+/// The effective concurrency: `--concurrency`, else `[ssh] concurrency`.
+pub(crate) fn concurrency(cluster: &Cluster, flag: Option<u32>) -> usize {
+    flag.map(|value| value as usize)
+        .unwrap_or(cluster.ssh.concurrency)
+        .max(1)
+}
+
+#[allow(dead_code)]
+pub(crate) fn quiet_progress(printer: &Printer) -> HostProgress {
+    printer.host_progress(std::iter::empty())
+}

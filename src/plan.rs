@@ -1,0 +1,352 @@
+//! Desired against actual, per host: which files to add or change, which
+//! temporaries to clean up, and which services their changes (re)start.
+//!
+//! Pure: it compares rendered files with a host's state report (hashes and
+//! modes) and never touches the network. Diffs need the old contents of the
+//! changed non-secret files, fetched separately and passed in. Secrets are
+//! only ever described by their sha256.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::remote::HostState;
+use crate::render::HostFiles;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum FileAction {
+    /// Absent on the host.
+    Add,
+    /// Contents differ (the mode may too).
+    Change,
+    /// Only the mode differs.
+    Mode,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FileChange {
+    pub(crate) path: String,
+    pub(crate) action: FileAction,
+    #[serde(serialize_with = "octal")]
+    pub(crate) mode: u32,
+    #[serde(serialize_with = "octal_option")]
+    pub(crate) old_mode: Option<u32>,
+    pub(crate) secret: bool,
+    pub(crate) sha256: String,
+    pub(crate) old_sha256: Option<String>,
+    /// Unified diff, for changed non-secret files when old contents are known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) diff: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ServiceAction {
+    Start,
+    Restart,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ServiceChange {
+    pub(crate) unit: String,
+    pub(crate) action: ServiceAction,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct HostPlan {
+    pub(crate) node: String,
+    pub(crate) files: Vec<FileChange>,
+    pub(crate) stray_temporaries: Vec<String>,
+    pub(crate) services: Vec<ServiceChange>,
+}
+
+impl HostPlan {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.stray_temporaries.is_empty() && self.services.is_empty()
+    }
+
+    /// Changed non-secret files whose diff needs the old contents.
+    pub(crate) fn paths_to_diff(&self) -> Vec<&str> {
+        self.files
+            .iter()
+            .filter(|file| file.action == FileAction::Change && !file.secret)
+            .map(|file| file.path.as_str())
+            .collect()
+    }
+}
+
+pub(crate) fn sha256_hex(contents: &[u8]) -> String {
+    hex::encode(Sha256::digest(contents))
+}
+
+/// What `host` needs to hold exactly `desired`.
+pub(crate) fn plan_host(desired: &HostFiles, state: &HostState) -> HostPlan {
+    let mut files = Vec::new();
+    for file in &desired.files {
+        let sha256 = sha256_hex(&file.contents);
+        let mode = file.mode & 0o7777;
+        let actual = state.files.get(&file.path).cloned().flatten();
+        let action = match &actual {
+            None => Some(FileAction::Add),
+            Some(remote) if remote.sha256 != sha256 => Some(FileAction::Change),
+            Some(remote) if remote.mode != mode => Some(FileAction::Mode),
+            Some(_) => None,
+        };
+        if let Some(action) = action {
+            files.push(FileChange {
+                path: file.path.clone(),
+                action,
+                mode,
+                old_mode: actual.as_ref().map(|remote| remote.mode),
+                secret: file.secret,
+                sha256,
+                old_sha256: actual.map(|remote| remote.sha256),
+                diff: None,
+            });
+        }
+    }
+    let changed = files
+        .iter()
+        .filter(|file| file.action != FileAction::Mode)
+        .map(|file| file.path.as_str());
+    let services = desired
+        .units_to_restart(changed)
+        .into_iter()
+        .map(|unit| {
+            let active = state.services.get(&unit).map(String::as_str) == Some("active");
+            ServiceChange {
+                unit,
+                action: if active {
+                    ServiceAction::Restart
+                } else {
+                    ServiceAction::Start
+                },
+            }
+        })
+        .collect();
+    HostPlan {
+        node: desired.node.clone(),
+        files,
+        stray_temporaries: state.temporaries.clone(),
+        services,
+    }
+}
+
+/// Fill in unified diffs from the old contents of changed non-secret files.
+pub(crate) fn add_diffs(plan: &mut HostPlan, desired: &HostFiles, old: &BTreeMap<String, Vec<u8>>) {
+    for change in &mut plan.files {
+        if change.secret || change.action != FileAction::Change {
+            continue;
+        }
+        let (Some(old), Some(new)) = (
+            old.get(&change.path),
+            desired.files.iter().find(|file| file.path == change.path),
+        ) else {
+            continue;
+        };
+        let old = String::from_utf8_lossy(old);
+        let new = String::from_utf8_lossy(&new.contents);
+        let diff = similar::TextDiff::from_lines(old.as_ref(), new.as_ref())
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("{} (on host)", change.path), &format!("{} (rendered)", change.path))
+            .to_string();
+        change.diff = Some(diff);
+    }
+}
+
+/// Every unit mentioned by `desired`'s files.
+pub(crate) fn managed_units(desired: &HostFiles) -> Vec<&str> {
+    let mut units: Vec<&str> = desired
+        .files
+        .iter()
+        .flat_map(|file| file.restarts.iter().map(String::as_str))
+        .collect();
+    units.sort_unstable();
+    units.dedup();
+    units
+}
+
+/// The human-readable plan.
+pub(crate) fn text(plans: &[HostPlan]) -> String {
+    let mut out = String::new();
+    let mut adds = 0;
+    let mut changes = 0;
+    let mut pending_hosts = 0;
+    for plan in plans {
+        if plan.is_empty() {
+            let _ = writeln!(out, "{}: up to date", plan.node);
+            continue;
+        }
+        pending_hosts += 1;
+        let _ = writeln!(out, "{}:", plan.node);
+        for file in &plan.files {
+            match file.action {
+                FileAction::Add => {
+                    adds += 1;
+                    let _ = writeln!(
+                        out,
+                        "  + {} (mode {:04o}{})",
+                        file.path,
+                        file.mode,
+                        secret_note(file)
+                    );
+                }
+                FileAction::Change => {
+                    changes += 1;
+                    let mode = match file.old_mode {
+                        Some(old) if old != file.mode => format!(", mode {old:04o} -> {:04o}", file.mode),
+                        _ => String::new(),
+                    };
+                    let _ = writeln!(out, "  ~ {}{mode}{}", file.path, secret_note(file));
+                    if let Some(diff) = &file.diff {
+                        for line in diff.lines() {
+                            let _ = writeln!(out, "      {line}");
+                        }
+                    }
+                }
+                FileAction::Mode => {
+                    changes += 1;
+                    let _ = writeln!(
+                        out,
+                        "  ~ {} mode {:04o} -> {:04o}",
+                        file.path,
+                        file.old_mode.unwrap_or(0),
+                        file.mode
+                    );
+                }
+            }
+        }
+        for temporary in &plan.stray_temporaries {
+            let _ = writeln!(out, "  - {temporary} (temporary left by an interrupted run)");
+        }
+        for service in &plan.services {
+            let verb = match service.action {
+                ServiceAction::Start => "start",
+                ServiceAction::Restart => "restart",
+            };
+            let _ = writeln!(out, "  ! {verb} {}", service.unit);
+        }
+    }
+    if pending_hosts == 0 {
+        let _ = writeln!(out, "Nothing to do: every host is up to date.");
+    } else {
+        let _ = writeln!(
+            out,
+            "Plan: {adds} file(s) to add, {changes} to change, on {pending_hosts} of {} host(s).",
+            plans.len()
+        );
+    }
+    out
+}
+
+fn secret_note(file: &FileChange) -> String {
+    if !file.secret {
+        return String::new();
+    }
+    match &file.old_sha256 {
+        Some(old) => format!(", secret: sha256 {} -> {}", short(old), short(&file.sha256)),
+        None => format!(", secret: sha256 {}", short(&file.sha256)),
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(16)]
+}
+
+fn octal<S: serde::Serializer>(mode: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("{mode:04o}"))
+}
+
+fn octal_option<S: serde::Serializer>(mode: &Option<u32>, serializer: S) -> Result<S::Ok, S::Error> {
+    match mode {
+        Some(mode) => serializer.serialize_str(&format!("{mode:04o}")),
+        None => serializer.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::RemoteFile;
+    use crate::render::RenderedFile;
+
+    fn file(path: &str, contents: &str, mode: u32, secret: bool, restarts: &[&str]) -> RenderedFile {
+        RenderedFile {
+            path: path.into(),
+            contents: contents.as_bytes().to_vec(),
+            mode,
+            secret,
+            restarts: restarts.iter().map(|unit| unit.to_string()).collect(),
+        }
+    }
+
+    fn desired() -> HostFiles {
+        HostFiles {
+            node: "m1".into(),
+            files: vec![
+                file("/etc/etcd.conf", "a\nb\n", 0o644, false, &["etcd.service"]),
+                file("/etc/kubernetes/pki/etcd/server.key", "KEY-MATERIAL", 0o600, true, &["etcd.service"]),
+                file("/etc/nginx/site", "x\n", 0o644, false, &["nginx.service"]),
+                file("/etc/mode", "m\n", 0o600, false, &[]),
+            ],
+        }
+    }
+
+    fn present(contents: &str, mode: u32) -> Option<RemoteFile> {
+        Some(RemoteFile { sha256: sha256_hex(contents.as_bytes()), mode })
+    }
+
+    #[test]
+    fn a_host_holding_everything_has_an_empty_plan() {
+        let desired = desired();
+        let mut state = HostState::default();
+        for file in &desired.files {
+            state.files.insert(file.path.clone(), present(std::str::from_utf8(&file.contents).unwrap(), file.mode));
+        }
+        let plan = plan_host(&desired, &state);
+        assert!(plan.is_empty(), "{plan:?}");
+        assert!(text(&[plan]).contains("Nothing to do"));
+    }
+
+    #[test]
+    fn changes_restart_active_units_and_start_inactive_ones_without_showing_secrets() {
+        let desired = desired();
+        let mut state = HostState::default();
+        state.files.insert("/etc/etcd.conf".into(), present("a\nc\n", 0o644));
+        state.files.insert("/etc/kubernetes/pki/etcd/server.key".into(), None);
+        state.files.insert("/etc/nginx/site".into(), present("old\n", 0o644));
+        state.files.insert("/etc/mode".into(), present("m\n", 0o644));
+        state.services.insert("etcd.service".into(), "active".into());
+        state.services.insert("nginx.service".into(), "inactive".into());
+        state.temporaries.push("/etc/.etcd.conf.ocfk8s-tmp-x".into());
+
+        let mut plan = plan_host(&desired, &state);
+        let old = BTreeMap::from([("/etc/etcd.conf".to_string(), b"a\nc\n".to_vec())]);
+        add_diffs(&mut plan, &desired, &old);
+
+        let actions: Vec<(&str, FileAction)> = plan.files.iter().map(|f| (f.path.as_str(), f.action)).collect();
+        assert_eq!(
+            actions,
+            [
+                ("/etc/etcd.conf", FileAction::Change),
+                ("/etc/kubernetes/pki/etcd/server.key", FileAction::Add),
+                ("/etc/nginx/site", FileAction::Change),
+                ("/etc/mode", FileAction::Mode),
+            ]
+        );
+        let services: Vec<(&str, ServiceAction)> = plan.services.iter().map(|s| (s.unit.as_str(), s.action)).collect();
+        assert_eq!(services, [("etcd.service", ServiceAction::Restart), ("nginx.service", ServiceAction::Start)]);
+        let shown = text(std::slice::from_ref(&plan));
+        assert!(shown.contains("-b") && shown.contains("+c") || shown.contains("-c") && shown.contains("+b"), "{shown}");
+        assert!(shown.contains("restart etcd.service"), "{shown}");
+        assert!(shown.contains("/etc/.etcd.conf.ocfk8s-tmp-x"), "{shown}");
+        assert!(!shown.contains("KEY-MATERIAL"), "{shown}");
+        let json = serde_json::to_string(&plan).expect("json");
+        assert!(!json.contains("KEY-MATERIAL"), "{json}");
+        assert!(json.contains("\"mode\":\"0600\""), "{json}");
+    }
+}

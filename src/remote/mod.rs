@@ -1,0 +1,21 @@
+//! The SSH engine: sessions to hosts, reading their state, writing files
+//! atomically, and fanning out over many hosts at once.
+//!
+//! Everything goes through the system OpenSSH via the `openssh` crate, so
+//! `~/.ssh/config`, ssh-agent, ProxyJump and certificates behave as operators
+//! expect. Each host gets one multiplexed master connection; every remote
+//! step is one shell script sent on the session's stdin, so reading a host's
+//! whole state or writing all its changed files costs one round trip each.
+
+mod fanout;
+mod session;
+mod shell;
+mod state;
+mod write;
+
+pub(crate) use fanout::for_each_host;
+pub(crate) use session::{Connector, Host};
+#[cfg(test)]
+pub(crate) use state::RemoteFile;
+pub(crate) use state::{read_files, read_state, HostState};
+pub(crate) use write::{write_files, FileWrite, WriteReport};

@@ -1,0 +1,295 @@
+//! One multiplexed SSH connection per host.
+//!
+//! The control sockets live in a private folder under `/tmp` (0700, short
+//! enough for the socket path limit) that is removed when the run ends; the
+//! masters are started with a short `ControlPersist` idle timeout, so even a
+//! crashed run leaves no master behind for long.
+//!
+//! The inventory's `[ssh]` settings are written into a per-run ssh config
+//! file that then includes the operator's own `~/.ssh/config` and the system
+//! one. Passing it with `-F` (rather than `-o` options) matters for
+//! `jump_host`: ssh hands the `-F` file to the ProxyJump connection too, so
+//! the jump host is checked against the same `known_hosts` and reached with
+//! the same identity.
+
+use std::fmt::Write as _;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
+use tokio::io::AsyncWriteExt;
+
+use crate::inventory::{Cluster, Node};
+
+/// How long an idle master connection outlives its last use.
+const CONTROL_PERSIST_SECS: usize = 60;
+
+/// Opens sessions to the cluster's hosts with the inventory's settings.
+pub(crate) struct Connector {
+    control_dir: tempfile::TempDir,
+    config_file: PathBuf,
+    known_hosts: KnownHosts,
+    connect_timeout: Duration,
+    jump_host: Option<String>,
+}
+
+/// A connected host. Scripts run as root: directly for `root`, through
+/// `sudo -n` otherwise.
+pub(crate) struct Host {
+    pub(crate) name: String,
+    session: Session,
+    user: String,
+    sudo: bool,
+}
+
+/// What a remote script printed, once it exited with status 0.
+pub(crate) struct ScriptOutput {
+    pub(crate) stdout: String,
+}
+
+impl Connector {
+    pub(crate) fn new(cluster: &Cluster, accept_new_host_keys: bool) -> anyhow::Result<Self> {
+        let control_dir = tempfile::Builder::new()
+            .prefix("ocfk8s-")
+            .tempdir_in("/tmp")
+            .context("creating the folder for SSH control sockets under /tmp")?;
+        let config_file = control_dir.path().join("ssh_config");
+        std::fs::write(&config_file, ssh_config(cluster, control_dir.path()))
+            .with_context(|| format!("writing {}", config_file.display()))?;
+        Ok(Connector {
+            control_dir,
+            config_file,
+            known_hosts: if accept_new_host_keys {
+                KnownHosts::Add
+            } else {
+                KnownHosts::Strict
+            },
+            connect_timeout: Duration::from_secs(u64::from(cluster.ssh.connect_timeout_secs.max(1))),
+            jump_host: cluster.ssh.jump_host.clone(),
+        })
+    }
+
+    /// Open the jump host's master connection (if there is a jump host), so
+    /// the hosts behind it share it instead of racing to create it.
+    pub(crate) async fn connect_jump_host(&self) -> anyhow::Result<()> {
+        let Some(jump_host) = &self.jump_host else {
+            return Ok(());
+        };
+        let output = tokio::process::Command::new("ssh")
+            .arg("-F")
+            .arg(&self.config_file)
+            .arg("-o")
+            .arg(self.known_hosts_option())
+            .args(["-T", jump_host, "true"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .context("running ssh")?;
+        if !output.status.success() {
+            bail!(
+                "cannot connect to the jump host {jump_host}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    fn known_hosts_option(&self) -> &'static str {
+        match self.known_hosts {
+            KnownHosts::Add => "StrictHostKeyChecking=accept-new",
+            _ => "StrictHostKeyChecking=yes",
+        }
+    }
+
+    /// Connect to `node`; the error says why (host key, refused, timeout).
+    pub(crate) async fn connect(&self, node: &Node) -> anyhow::Result<Host> {
+        let mut builder = SessionBuilder::default();
+        builder
+            .user(node.ssh_user.clone())
+            .port(node.ssh_port)
+            .config_file(&self.config_file)
+            .control_directory(self.control_dir.path())
+            .control_persist(ControlPersist::IdleFor(
+                NonZeroUsize::new(CONTROL_PERSIST_SECS).unwrap_or(NonZeroUsize::MIN),
+            ))
+            .known_hosts_check(self.known_hosts.clone())
+            .connect_timeout(self.connect_timeout)
+            .server_alive_interval(Duration::from_secs(15));
+        if let Some(jump_host) = &self.jump_host {
+            // The jump host may itself be one of the cluster's hosts: reach
+            // that one directly (ssh refuses a jump through itself).
+            if !is_host(jump_host, node) {
+                builder.jump_hosts([jump_host]);
+            }
+        }
+        let session = builder
+            .connect(node.address.to_string())
+            .await
+            .map_err(|error| anyhow::anyhow!("{}", connect_error(&error)))
+            .with_context(|| {
+                format!(
+                    "cannot connect to {}@{}:{}",
+                    node.ssh_user, node.address, node.ssh_port
+                )
+            })?;
+        Ok(Host {
+            name: node.name.clone(),
+            session,
+            user: node.ssh_user.clone(),
+            sudo: node.ssh_user != "root",
+        })
+    }
+
+    pub(crate) fn control_dir(&self) -> &Path {
+        self.control_dir.path()
+    }
+}
+
+/// Whether `jump_host` (`[user@]host[:port]`) names `node`.
+fn is_host(jump_host: &str, node: &Node) -> bool {
+    let host = host_part(jump_host);
+    host == node.name || host == node.address.to_string()
+}
+
+/// The host of `[user@]host[:port]`.
+fn host_part(destination: &str) -> &str {
+    let host = destination.rsplit('@').next().unwrap_or(destination);
+    match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(bracketed),
+        None => host.split(':').next().unwrap_or(host),
+    }
+}
+
+/// openssh's error plus the master's log lines, on one line.
+fn connect_error(error: &openssh::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause = cause.to_string();
+        let cause = cause.trim();
+        if !cause.is_empty() && !text.contains(cause) {
+            let _ = write!(text, ": {}", cause.replace('\n', "; "));
+        }
+        source = cause_source(source);
+    }
+    text
+}
+
+fn cause_source<'a>(
+    error: Option<&'a (dyn std::error::Error + 'static)>,
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    error.and_then(|error| error.source())
+}
+
+/// The per-run ssh config: the inventory's settings first (ssh keeps the
+/// first value it reads), then the operator's and the system's files. The
+/// jump host gets a multiplexed master of its own, so hosts behind it cost
+/// one channel each rather than one more SSH handshake with the jump host.
+fn ssh_config(cluster: &Cluster, control_dir: &Path) -> String {
+    let mut text = String::from("# Written by ocfk8s for one run.\n");
+    if let Some(jump_host) = &cluster.ssh.jump_host {
+        let _ = writeln!(
+            text,
+            "Host {}\n  ControlMaster auto\n  ControlPath \"{}/jump-%C\"\n  ControlPersist {CONTROL_PERSIST_SECS}",
+            host_part(jump_host),
+            control_dir.display()
+        );
+    }
+    text.push_str("Host *\n  BatchMode yes\n");
+    if let Some(known_hosts) = &cluster.ssh.known_hosts {
+        let _ = writeln!(text, "  UserKnownHostsFile \"{}\"", known_hosts.display());
+    }
+    if let Some(identity) = &cluster.ssh.identity_file {
+        let _ = writeln!(text, "  IdentityFile \"{}\"", identity.display());
+    }
+    let _ = writeln!(
+        text,
+        "  ConnectTimeout {}",
+        cluster.ssh.connect_timeout_secs.max(1)
+    );
+    if let Some(home) = std::env::var_os("HOME") {
+        let user_config = Path::new(&home).join(".ssh/config");
+        if user_config.is_file() {
+            let _ = writeln!(text, "Include \"{}\"", user_config.display());
+        }
+    }
+    if Path::new("/etc/ssh/ssh_config").is_file() {
+        text.push_str("Include /etc/ssh/ssh_config\n");
+    }
+    text
+}
+
+impl Host {
+    /// Run a POSIX shell script as root, feeding it on stdin; fail unless it
+    /// exits 0, with its stderr in the message.
+    pub(crate) async fn run_script(&self, script: &str) -> anyhow::Result<ScriptOutput> {
+        let mut command = if self.sudo {
+            let mut command = self.session.command("sudo");
+            command.arg("-n").arg("sh").arg("-s");
+            command
+        } else {
+            let mut command = self.session.command("sh");
+            command.arg("-s");
+            command
+        };
+        command
+            .stdin(openssh::Stdio::piped())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
+        let mut child = command
+            .spawn()
+            .await
+            .context("starting a remote shell")?;
+        let mut stdin = child
+            .stdin()
+            .take()
+            .context("the remote shell has no stdin")?;
+        let feed = async move {
+            stdin.write_all(script.as_bytes()).await?;
+            stdin.shutdown().await
+        };
+        let (fed, output) = tokio::join!(feed, child.wait_with_output());
+        let output = output.context("waiting for the remote shell")?;
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        if !output.status.success() {
+            if self.sudo && stderr.contains("password is required") {
+                bail!(
+                    "user {} cannot become root without a password (`sudo -n` refused): allow it passwordless sudo, or connect as root",
+                    self.user
+                );
+            }
+            match output.status.code() {
+                Some(255) => bail!("the SSH connection failed: {stderr}"),
+                Some(code) => bail!("remote script exited with status {code}: {stderr}"),
+                None => bail!("remote script was killed: {stderr}"),
+            }
+        }
+        fed.context("sending the script to the remote shell")?;
+        Ok(ScriptOutput {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        })
+    }
+
+    /// Close the master connection.
+    pub(crate) async fn close(self) {
+        let _ = self.session.close().await;
+    }
+}
+
+impl Drop for Connector {
+    /// Ask the jump host's master (if any) to exit with the run.
+    fn drop(&mut self) {
+        if let Some(jump_host) = &self.jump_host {
+            let _ = std::process::Command::new("ssh")
+                .arg("-F")
+                .arg(&self.config_file)
+                .args(["-O", "exit", jump_host])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}

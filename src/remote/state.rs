@@ -1,0 +1,223 @@
+//! A host's state in one round trip: for every managed path its sha256 and
+//! mode (or that it is absent), the temporaries an interrupted run left in
+//! the managed folders, and the state of the managed services.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use anyhow::{bail, Context};
+
+use super::session::Host;
+use super::shell::{check_path, parent, quote};
+use super::write::TEMPORARY_MARKER;
+
+/// A managed file as found on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RemoteFile {
+    pub(crate) sha256: String,
+    pub(crate) mode: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HostState {
+    /// Every managed path; `None` when absent.
+    pub(crate) files: BTreeMap<String, Option<RemoteFile>>,
+    /// Temporaries left by an interrupted run, by full path.
+    pub(crate) temporaries: Vec<String>,
+    /// `systemctl is-active` of every managed unit.
+    pub(crate) services: BTreeMap<String, String>,
+}
+
+/// The script that prints a host's state; see [`parse_state`].
+pub(crate) fn state_script(paths: &[&str], units: &[&str]) -> anyhow::Result<String> {
+    let mut script = String::from("set -e\nexport LC_ALL=C\nset --\n");
+    let mut folders = BTreeSet::new();
+    if !paths.is_empty() {
+        script.push_str("for p in");
+        for path in paths {
+            check_path(path)?;
+            folders.insert(parent(path));
+            let _ = write!(script, " {}", quote(path));
+        }
+        script.push_str(
+            "; do\n  if [ -f \"$p\" ]; then set -- \"$@\" \"$p\"; else printf 'absent %s\\n' \"$p\"; fi\ndone\n\
+             if [ $# -gt 0 ]; then\n  stat -L -c 'mode %a %n' -- \"$@\"\n  sha256sum -- \"$@\" | sed 's/^/sha256 /'\nfi\n",
+        );
+        script.push_str("set --\nfor d in");
+        for folder in &folders {
+            let _ = write!(script, " {}", quote(folder));
+        }
+        let _ = write!(
+            script,
+            "; do\n  if [ -d \"$d\" ]; then set -- \"$@\" \"$d\"; fi\ndone\n\
+             if [ $# -gt 0 ]; then\n  find \"$@\" -maxdepth 1 -type f -name '.*{TEMPORARY_MARKER}*' | sed 's/^/temporary /'\nfi\n"
+        );
+    }
+    if !units.is_empty() {
+        script.push_str("if command -v systemctl >/dev/null 2>&1; then\n  for u in");
+        for unit in units {
+            let _ = write!(script, " {}", quote(unit));
+        }
+        script.push_str(
+            "; do\n    printf 'service %s %s\\n' \"$u\" \"$(systemctl is-active \"$u\" 2>/dev/null || true)\"\n  done\nfi\n",
+        );
+    }
+    script.push_str("echo end\n");
+    Ok(script)
+}
+
+/// Parse what [`state_script`] printed.
+pub(crate) fn parse_state(paths: &[&str], output: &str) -> anyhow::Result<HostState> {
+    let mut state = HostState::default();
+    let mut modes = BTreeMap::new();
+    let mut hashes = BTreeMap::new();
+    let mut ended = false;
+    for line in output.lines() {
+        if line == "end" {
+            ended = true;
+        } else if let Some(path) = line.strip_prefix("absent ") {
+            state.files.insert(path.to_string(), None);
+        } else if let Some(rest) = line.strip_prefix("mode ") {
+            let (mode, path) = rest
+                .split_once(' ')
+                .with_context(|| format!("unexpected line {line:?}"))?;
+            let mode = u32::from_str_radix(mode, 8)
+                .with_context(|| format!("unexpected mode in {line:?}"))?;
+            modes.insert(path.to_string(), mode);
+        } else if let Some(rest) = line.strip_prefix("sha256 ") {
+            let (hash, path) = rest
+                .split_once("  ")
+                .with_context(|| format!("unexpected line {line:?}"))?;
+            hashes.insert(path.to_string(), hash.to_string());
+        } else if let Some(path) = line.strip_prefix("temporary ") {
+            state.temporaries.push(path.to_string());
+        } else if let Some(rest) = line.strip_prefix("service ") {
+            let (unit, active) = rest.split_once(' ').unwrap_or((rest, ""));
+            let active = if active.is_empty() { "unknown" } else { active };
+            state.services.insert(unit.to_string(), active.to_string());
+        } else if !line.trim().is_empty() {
+            bail!("unexpected line in the host's state: {line:?}");
+        }
+    }
+    if !ended {
+        bail!("the host's state report was cut short");
+    }
+    for (path, mode) in modes {
+        let sha256 = hashes
+            .remove(&path)
+            .with_context(|| format!("no sha256 reported for {path}"))?;
+        state.files.insert(path, Some(RemoteFile { sha256, mode }));
+    }
+    for path in paths {
+        if !state.files.contains_key(*path) {
+            bail!("the host's state report does not mention {path}");
+        }
+    }
+    state.temporaries.sort();
+    Ok(state)
+}
+
+/// Read a host's state: one round trip.
+pub(crate) async fn read_state(
+    host: &Host,
+    paths: &[&str],
+    units: &[&str],
+) -> anyhow::Result<HostState> {
+    let script = state_script(paths, units)?;
+    let output = host.run_script(&script).await?;
+    parse_state(paths, &output.stdout)
+}
+
+/// The contents of some (non-secret) files, for diffs: one round trip.
+/// Absent files come back empty.
+pub(crate) async fn read_files(
+    host: &Host,
+    paths: &[&str],
+) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    use base64::Engine as _;
+    let mut script = String::from("set -e\nfor p in");
+    for path in paths {
+        check_path(path)?;
+        let _ = write!(script, " {}", quote(path));
+    }
+    script.push_str(
+        "; do\n  printf 'file %s\\n' \"$p\"\n  if [ -f \"$p\" ]; then base64 -w0 -- \"$p\"; fi\n  echo\ndone\necho end\n",
+    );
+    let output = host.run_script(&script).await?;
+    let mut files = BTreeMap::new();
+    let mut lines = output.stdout.lines();
+    let mut ended = false;
+    while let Some(line) = lines.next() {
+        if line == "end" {
+            ended = true;
+        } else if let Some(path) = line.strip_prefix("file ") {
+            let encoded = lines.next().unwrap_or_default();
+            let contents = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .with_context(|| format!("decoding {path}"))?;
+            files.insert(path.to_string(), contents);
+        }
+    }
+    if !ended {
+        bail!("the file listing was cut short");
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The script runs under the machine's real `sh` against real files.
+    fn run_locally(script: &str) -> String {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .expect("run sh");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    }
+
+    #[test]
+    fn reads_hashes_modes_absence_and_temporaries() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let present = dir.path().join("present.conf");
+        std::fs::write(&present, "hello\n").expect("write");
+        std::fs::set_permissions(&present, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let leftover = dir.path().join(".present.conf.ocfk8s-tmp-abc123");
+        std::fs::write(&leftover, "hel").expect("write");
+        let absent = dir.path().join("sub/absent.conf");
+        let present = present.to_str().expect("utf-8").to_string();
+        let absent = absent.to_str().expect("utf-8").to_string();
+        let paths = [present.as_str(), absent.as_str()];
+
+        let script = state_script(&paths, &[]).expect("script");
+        let state = parse_state(&paths, &run_locally(&script)).expect("parse");
+
+        assert_eq!(
+            state.files[&present],
+            Some(RemoteFile {
+                // sha256 of "hello\n"
+                sha256: "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03".into(),
+                mode: 0o640,
+            })
+        );
+        assert_eq!(state.files[&absent], None);
+        assert_eq!(
+            state.temporaries,
+            vec![leftover.to_str().expect("utf-8").to_string()]
+        );
+    }
+
+    #[test]
+    fn a_cut_short_report_is_an_error() {
+        assert!(parse_state(&[], "absent /x\n").is_err());
+        assert!(parse_state(&["/x"], "end\n").is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! Writing files atomically, all of a host's changes in one round trip.
+//!
+//! Each changed file is written to a temporary beside it
+//! (`.<name>.ocfk8s-tmp-<random>`, created 0600 under `umask 077`), given its
+//! mode and root ownership, fsync'd; only when every temporary of the batch
+//! is complete are they renamed over their targets, and the folders fsync'd.
+//! A reader therefore sees each file either whole-old or whole-new.
+//!
+//! The whole script is one shell function called on its last line: the shell
+//! parses a function completely before running it, so a script cut short (the
+//! run was killed while sending it) runs nothing at all. Temporaries that a
+//! run killed mid-way leaves behind are removed by the next run's batch.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+
+use super::session::Host;
+use super::shell::{check_path, file_name, parent, quote};
+
+/// Marks our temporaries; the state report lists files carrying it.
+pub(crate) const TEMPORARY_MARKER: &str = ".ocfk8s-tmp-";
+
+/// One file to make right on a host.
+#[derive(Debug, Clone)]
+pub(crate) struct FileWrite<'a> {
+    pub(crate) path: &'a str,
+    pub(crate) contents: &'a [u8],
+    pub(crate) mode: u32,
+    /// False when only the mode (or owner) differs: no content is sent.
+    pub(crate) contents_differ: bool,
+}
+
+/// What one batch did on a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct WriteReport {
+    pub(crate) written: usize,
+    pub(crate) modes_fixed: usize,
+    pub(crate) temporaries_removed: usize,
+}
+
+/// The script that applies `writes` and removes `stray` temporaries.
+/// `suffix` makes this run's temporaries and heredoc marker unique.
+pub(crate) fn write_script(
+    writes: &[FileWrite<'_>],
+    stray: &[String],
+    suffix: &str,
+) -> anyhow::Result<String> {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut script = String::from("ocfk8s_write() {\nset -e\numask 077\n");
+    if !stray.is_empty() {
+        script.push_str("rm -f --");
+        for path in stray {
+            check_path(path)?;
+            if !file_name(path).contains(TEMPORARY_MARKER) {
+                anyhow::bail!("refusing to remove {path}: not an ocfk8s temporary");
+            }
+            let _ = write!(script, " {}", quote(path));
+        }
+        script.push('\n');
+    }
+    let new_folders: BTreeSet<&str> = writes
+        .iter()
+        .filter(|write| write.contents_differ)
+        .map(|write| parent(write.path))
+        .collect();
+    if !new_folders.is_empty() {
+        script.push_str("(umask 022 && mkdir -p --");
+        for folder in &new_folders {
+            let _ = write!(script, " {}", quote(folder));
+        }
+        script.push_str(")\n");
+    }
+    let mut temporaries = Vec::new();
+    for write in writes {
+        check_path(write.path)?;
+        let mode = format!("{:04o}", write.mode & 0o7777);
+        if !write.contents_differ {
+            let _ = writeln!(
+                script,
+                "chown 0:0 -- {path}\nchmod {mode} -- {path}",
+                path = quote(write.path)
+            );
+            continue;
+        }
+        let temporary = format!(
+            "{}/.{}{TEMPORARY_MARKER}{suffix}",
+            parent(write.path).trim_end_matches('/'),
+            file_name(write.path)
+        );
+        let encoded = engine.encode(write.contents);
+        let _ = writeln!(
+            script,
+            "if [ -d {target} ] && [ ! -L {target} ]; then echo {target_text}' is a folder, not a file' >&2; exit 1; fi",
+            target = quote(write.path),
+            target_text = quote(write.path),
+        );
+        let _ = writeln!(script, "base64 -d > {} <<'OCFK8S_EOF'", quote(&temporary));
+        for chunk in encoded.as_bytes().chunks(76) {
+            script.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+            script.push('\n');
+        }
+        script.push_str("OCFK8S_EOF\n");
+        let _ = writeln!(
+            script,
+            "chown 0:0 -- {temporary}\nchmod {mode} -- {temporary}",
+            temporary = quote(&temporary)
+        );
+        temporaries.push((temporary, write.path));
+    }
+    if !temporaries.is_empty() {
+        script.push_str("sync --");
+        for (temporary, _) in &temporaries {
+            let _ = write!(script, " {}", quote(temporary));
+        }
+        script.push('\n');
+        for (temporary, target) in &temporaries {
+            let _ = writeln!(script, "mv -f -- {} {}", quote(temporary), quote(target));
+        }
+        script.push_str("sync --");
+        for folder in &new_folders {
+            let _ = write!(script, " {}", quote(folder));
+        }
+        script.push('\n');
+    }
+    script.push_str("echo done\n}\nocfk8s_write\n");
+    Ok(script)
+}
+
+/// Apply `writes` and remove `stray` temporaries on `host`: one round trip.
+pub(crate) async fn write_files(
+    host: &Host,
+    writes: &[FileWrite<'_>],
+    stray: &[String],
+) -> anyhow::Result<WriteReport> {
+    let report = WriteReport {
+        written: writes.iter().filter(|write| write.contents_differ).count(),
+        modes_fixed: writes.iter().filter(|write| !write.contents_differ).count(),
+        temporaries_removed: stray.len(),
+    };
+    if writes.is_empty() && stray.is_empty() {
+        return Ok(report);
+    }
+    let suffix = random_suffix();
+    let script = write_script(writes, stray, &suffix)?;
+    let output = host.run_script(&script).await?;
+    if output.stdout.trim_end() != "done" {
+        anyhow::bail!("the write script did not finish");
+    }
+    Ok(report)
+}
+
+fn random_suffix() -> String {
+    use rand::Rng as _;
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn run_locally(script: &str) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .arg("-s")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("feed");
+        child.wait_with_output().expect("wait")
+    }
+
+    #[test]
+    fn writes_new_and_changed_files_with_modes_and_removes_stray_temporaries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().to_str().expect("utf-8");
+        let changed = format!("{root}/etc/app.conf");
+        let added = format!("{root}/etc/pki/new.key");
+        let mode_only = format!("{root}/etc/mode.conf");
+        std::fs::create_dir_all(format!("{root}/etc")).expect("mkdir");
+        std::fs::write(&changed, "old").expect("write");
+        std::fs::write(&mode_only, "same").expect("write");
+        let stray = format!("{root}/etc/.app.conf.ocfk8s-tmp-leftover");
+        std::fs::write(&stray, "ol").expect("write");
+        let binary: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let writes = [
+            FileWrite { path: &changed, contents: b"new\n", mode: 0o644, contents_differ: true },
+            FileWrite { path: &added, contents: &binary, mode: 0o600, contents_differ: true },
+            FileWrite { path: &mode_only, contents: b"same", mode: 0o640, contents_differ: false },
+        ];
+
+        let script = write_script(&writes, &[stray.clone()], "run1").expect("script");
+        let output = run_locally(&script);
+
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(std::fs::read(&changed).expect("read"), b"new\n");
+        assert_eq!(std::fs::read(&added).expect("read"), binary);
+        let mode = |path: &str| std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777;
+        assert_eq!(mode(&changed), 0o644);
+        assert_eq!(mode(&added), 0o600);
+        assert_eq!(mode(&mode_only), 0o640);
+        let mut left: Vec<String> = std::fs::read_dir(format!("{root}/etc"))
+            .expect("list")
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["app.conf", "mode.conf", "pki"]);
+    }
+
+    #[test]
+    fn a_script_cut_short_changes_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = format!("{}/file.conf", dir.path().to_str().expect("utf-8"));
+        std::fs::write(&target, "old").expect("write");
+        let writes = [FileWrite { path: &target, contents: b"new contents", mode: 0o644, contents_differ: true }];
+        let script = write_script(&writes, &[], "cut").expect("script");
+        for cut in [script.len() / 3, script.len() / 2, script.len() - 14] {
+            let output = run_locally(&script[..cut]);
+            assert!(
+                !String::from_utf8_lossy(&output.stdout).contains("done"),
+                "a script cut at {cut} ran"
+            );
+            assert_eq!(std::fs::read(&target).expect("read"), b"old");
+            assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The SSH engine end to end on ten real sandbox hosts: plan, files-only
+//! bootstrap, idempotence, repair, killed runs, host keys, unreachable hosts,
+//! the run lock and jump hosts. The scenarios share one sandbox and run in
+//! sequence, each starting from the state the previous one left.
+
+mod common;
+mod sandbox;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{ocfk8s, Run};
+use sandbox::{Held, Sandbox};
+
+const SKIP_SERVICES: &str = "--skip-phases=etcd,control-plane,nodes,lb,addons";
+
+/// What every host should hold, per host, per path.
+type Desired = BTreeMap<String, BTreeMap<String, Held>>;
+
+struct Test {
+    sandbox: Sandbox,
+    inventory: PathBuf,
+    tree: PathBuf,
+}
+
+impl Test {
+    fn run(&self, inventory: &Path, args: &[&str]) -> Run {
+        let started = Instant::now();
+        let run: Run = self.command(inventory, args).output().expect("run ocfk8s").into();
+        eprintln!("{args:?}: {:?}", started.elapsed());
+        run
+    }
+
+    fn command(&self, inventory: &Path, args: &[&str]) -> std::process::Command {
+        let mut command = ocfk8s();
+        command
+            .current_dir(self.sandbox.dir.path())
+            .env("OCFK8S_DESIRED_TREE", &self.tree)
+            .arg("-i")
+            .arg(inventory)
+            .arg("--no-progress")
+            .args(args);
+        command
+    }
+
+    /// Write version `version` of every host's files as the desired tree.
+    fn desire(&self, version: &str) -> Desired {
+        let _ = std::fs::remove_dir_all(&self.tree);
+        let mut desired = Desired::new();
+        for host in &self.sandbox.hosts {
+            let mut files = BTreeMap::new();
+            let name = &host.name;
+            let mut add = |path: &str, contents: Vec<u8>, mode: u32| {
+                files.insert(path.to_string(), Held { contents, mode, uid: 0 });
+            };
+            add("/etc/kubernetes/pki/ca.crt", format!("CA {version}\n").repeat(30).into_bytes(), 0o644);
+            add(
+                "/etc/kubernetes/kubelet.conf",
+                format!("kubelet of {name} {version}\nSECRET-MATERIAL-{name}\n").into_bytes(),
+                0o600,
+            );
+            add("/var/lib/kubelet/config.yaml", format!("node: {name}\nversion: {version}\n").into_bytes(), 0o644);
+            add("/etc/systemd/system/kubelet.service", format!("[Service]\nExecStart=/bin/true {version}\n").into_bytes(), 0o644);
+            add("/etc/sysctl.d/99-kubernetes.conf", b"net.ipv4.ip_forward = 1\n".to_vec(), 0o644);
+            // A large file, so a killed run can land in the middle of it.
+            let big: Vec<u8> = format!("{name} {version} ").bytes().cycle().take(300_000).collect();
+            add("/usr/local/lib/ocfk8s/payload.bin", big, 0o644);
+            for index in 0..6 {
+                add(&format!("/opt/ocfk8s/addons/{index:02}.yaml"), format!("addon {index} {version}\n").into_bytes(), 0o644);
+            }
+            if host.master {
+                add(
+                    "/etc/kubernetes/pki/ca.key",
+                    format!("SECRET-MATERIAL-key-{name}-{version}\n").into_bytes(),
+                    0o600,
+                );
+            }
+            for (path, held) in &files {
+                let local = self.tree.join(name).join(path.trim_start_matches('/'));
+                std::fs::create_dir_all(local.parent().expect("parent")).expect("mkdir");
+                std::fs::write(&local, &held.contents).expect("write tree");
+                std::fs::set_permissions(&local, std::fs::Permissions::from_mode(held.mode)).expect("chmod");
+            }
+            desired.insert(name.clone(), files);
+        }
+        desired
+    }
+
+    /// Every host holds exactly its desired files, modes and root ownership,
+    /// and nothing else (no stray temporaries).
+    fn assert_hosts_hold(&self, desired: &Desired) {
+        for host in &self.sandbox.hosts {
+            let held = self.sandbox.files(&host.name);
+            let expected = &desired[&host.name];
+            let held_paths: Vec<&String> = held.keys().collect();
+            let expected_paths: Vec<&String> = expected.keys().collect();
+            assert_eq!(held_paths, expected_paths, "files on {}", host.name);
+            for (path, file) in expected {
+                assert!(held[path] == *file, "{}:{path} differs from the desired file", host.name);
+            }
+        }
+    }
+}
+
+fn assert_status(run: &Run, status: i32, what: &str) {
+    assert_eq!(run.status, status, "{what}\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+}
+
+fn assert_no_secrets(run: &Run) {
+    assert!(!run.stdout.contains("SECRET-MATERIAL"), "secret in stdout:\n{}", run.stdout);
+    assert!(!run.stderr.contains("SECRET-MATERIAL"), "secret in stderr:\n{}", run.stderr);
+}
+
+fn mtimes(sandbox: &Sandbox) -> BTreeMap<PathBuf, std::time::SystemTime> {
+    let mut times = BTreeMap::new();
+    fn walk(dir: &Path, times: &mut BTreeMap<PathBuf, std::time::SystemTime>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let metadata = std::fs::symlink_metadata(&path).expect("stat");
+            if metadata.is_dir() {
+                walk(&path, times);
+            } else {
+                times.insert(path, metadata.modified().expect("mtime"));
+            }
+        }
+    }
+    walk(&sandbox.state().join("hosts"), &mut times);
+    times
+}
+
+#[test]
+fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
+    let sandbox = Sandbox::up(201, 3, 7);
+    let inventory = sandbox.inventory("inventory.toml", "", "");
+    let tree = sandbox.dir.path().join("tree");
+    let test = Test { sandbox, inventory, tree };
+    let inventory = test.inventory.clone();
+
+    // Before the first push, plan lists every file of every host.
+    let first = test.desire("v1");
+    let plan = test.run(&inventory, &["plan", "--exit-code"]);
+    assert_status(&plan, 3, "plan before the first push");
+    let expected_adds: usize = first.values().map(BTreeMap::len).sum();
+    assert_eq!(plan.stdout.lines().filter(|line| line.starts_with("  + ")).count(), expected_adds, "{}", plan.stdout);
+    for host in &test.sandbox.hosts {
+        assert!(plan.stdout.contains(&format!("{}:\n", host.name)), "{}", plan.stdout);
+    }
+    assert!(plan.stdout.contains("/etc/kubernetes/pki/ca.key (mode 0600, secret: sha256 "), "{}", plan.stdout);
+    assert_no_secrets(&plan);
+    let json = test.run(&inventory, &["plan", "-o", "json"]);
+    assert_status(&json, 0, "plan -o json without --exit-code");
+    let parsed: serde_json::Value = serde_json::from_str(&json.stdout).expect("plan JSON");
+    assert_eq!(parsed["changes_pending"], true);
+    assert_eq!(parsed["hosts"].as_array().expect("hosts").len(), 10);
+    assert_no_secrets(&json);
+    for host in &test.sandbox.hosts {
+        assert!(test.sandbox.files(&host.name).is_empty(), "plan wrote to {}", host.name);
+    }
+
+    // The files-only bootstrap leaves every host holding exactly its tree.
+    let started = Instant::now();
+    let bootstrap = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
+    let push_time = started.elapsed();
+    assert_status(&bootstrap, 0, "first bootstrap");
+    assert_no_secrets(&bootstrap);
+    test.assert_hosts_hold(&first);
+
+    // Then plan is empty, and a second run writes nothing.
+    let plan = test.run(&inventory, &["plan", "--exit-code"]);
+    assert_status(&plan, 0, "plan after the push");
+    assert!(plan.stdout.contains("Nothing to do"), "{}", plan.stdout);
+    let before = mtimes(&test.sandbox);
+    let again = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
+    assert_status(&again, 0, "second bootstrap");
+    assert!(again.stdout.contains("Nothing to do"), "{}", again.stdout);
+    assert_eq!(mtimes(&test.sandbox), before, "the second run touched files");
+
+    // A file tampered with on one host is named by plan and repaired.
+    test.sandbox.ssh("w3", "echo tampered >> /var/lib/kubelet/config.yaml && chmod 0666 /etc/kubernetes/pki/ca.crt");
+    let plan = test.run(&inventory, &["plan", "--exit-code"]);
+    assert_status(&plan, 3, "plan after tampering");
+    assert!(plan.stdout.contains("w3:\n"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("  ~ /var/lib/kubelet/config.yaml\n"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("-tampered"), "diff missing:\n{}", plan.stdout);
+    assert!(plan.stdout.contains("/etc/kubernetes/pki/ca.crt mode 0666 -> 0644"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("w2: up to date"), "{}", plan.stdout);
+    let repair = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
+    assert_status(&repair, 0, "repairing bootstrap");
+    assert!(repair.stdout.contains("on 1 of 10 host(s)"), "{}", repair.stdout);
+    test.assert_hosts_hold(&first);
+
+    // A run killed at a random moment leaves every file whole (old or new),
+    // and the next run converges and removes its temporaries.
+    let mut desired = first;
+    for (round, version) in ["v2", "v3", "v4"].into_iter().enumerate() {
+        let old = desired;
+        desired = test.desire(version);
+        let delay = Duration::from_millis(rand::random_range(0..=push_time.as_millis() as u64 * 2 / 3 + 1));
+        let mut child = test
+            .command(&inventory, &["bootstrap", SKIP_SERVICES])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn bootstrap");
+        std::thread::sleep(delay);
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        for host in &test.sandbox.hosts {
+            for (path, held) in test.sandbox.files(&host.name) {
+                if path.contains(".ocfk8s-tmp-") {
+                    continue;
+                }
+                let whole = old[&host.name].get(&path) == Some(&held) || desired[&host.name].get(&path) == Some(&held);
+                assert!(whole, "round {round}: {}:{path} is neither the old nor the new file after a kill at {delay:?}", host.name);
+            }
+        }
+        let converge = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
+        assert_status(&converge, 0, "bootstrap after a killed run");
+        test.assert_hosts_hold(&desired);
+    }
+
+    // A wrong host key is refused, and nothing reaches that host.
+    let known_hosts = std::fs::read_to_string(test.sandbox.known_hosts()).expect("known_hosts");
+    let address = |name: &str| test.sandbox.host(name).address.clone();
+    let key_of = |name: &str| {
+        known_hosts
+            .lines()
+            .find(|line| line.starts_with(&format!("{} ", address(name))))
+            .expect("host key")
+            .split_once(' ')
+            .expect("key")
+            .1
+            .to_string()
+    };
+    let forged = known_hosts.replace(&key_of("m2"), &key_of("w1"));
+    std::fs::write(test.sandbox.known_hosts(), forged).expect("forge known_hosts");
+    let before = test.sandbox.files("m2");
+    let next = test.desire("v5");
+    let refused = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
+    assert_status(&refused, 1, "bootstrap with a wrong host key");
+    assert!(refused.stderr.contains("m2: connect:"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("Host key verification failed"), "{}", refused.stderr);
+    assert_eq!(test.sandbox.files("m2"), before, "files reached a host with a wrong key");
+    // --accept-new-host-keys trusts unknown keys, never changed ones.
+    let accepting = test.run(&inventory, &["--accept-new-host-keys", "plan"]);
+    assert_status(&accepting, 1, "plan --accept-new-host-keys with a changed key");
+    std::fs::write(test.sandbox.known_hosts(), known_hosts.replace(&format!("{} {}\n", address("m2"), key_of("m2")), ""))
+        .expect("drop one key");
+    let refused = test.run(&inventory, &["plan"]);
+    assert_status(&refused, 1, "plan with an unknown host key");
+    assert!(refused.stderr.contains("m2: connect:"), "{}", refused.stderr);
+    let accepted = test.run(&inventory, &["--accept-new-host-keys", "bootstrap", SKIP_SERVICES]);
+    assert_status(&accepted, 0, "bootstrap --accept-new-host-keys");
+    test.assert_hosts_hold(&next);
+    let recorded = std::fs::read_to_string(test.sandbox.known_hosts()).expect("known_hosts");
+    assert!(recorded.lines().any(|line| line.ends_with(key_of("m2").as_str())), "{recorded}");
+
+    // An unreachable host is named; while that run waits on it, a second
+    // run is refused at once by the lock.
+    let unreachable = test.sandbox.inventory(
+        "unreachable.toml",
+        "",
+        &format!("\n[[worker]]\nname = \"ghost\"\naddress = \"10.213.{}.250\"\n", test.sandbox.subnet),
+    );
+    let first_run = test
+        .command(&unreachable, &["bootstrap", SKIP_SERVICES])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn bootstrap");
+    let lock = test.sandbox.dir.path().join("pki/.ocfk8s.lock");
+    let holder = format!("pid {} ", first_run.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&lock).unwrap_or_default().contains(&holder) {
+        assert!(Instant::now() < deadline, "the first run never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let second = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
+    assert_status(&second, 1, "a concurrent bootstrap");
+    assert!(started.elapsed() < Duration::from_secs(2), "the second run waited for the lock");
+    assert!(second.stderr.contains(".ocfk8s.lock") && second.stderr.contains(&holder), "{}", second.stderr);
+    let first_run: Run = first_run.wait_with_output().expect("first run").into();
+    assert_status(&first_run, 1, "bootstrap with an unreachable host");
+    assert!(first_run.stderr.contains("ghost: connect: cannot connect to root@10.213.201.250:22"), "{}", first_run.stderr);
+
+    // Jump host: w7 answers only m1 (its one route), so it can be reached
+    // only through m1; every host but m1 itself is reached through m1.
+    let m1 = address("m1");
+    test.sandbox.ip("w7", &["route", "flush", "dev", "eth0"]);
+    test.sandbox.ip("w7", &["route", "add", &m1, "dev", "eth0"]);
+    let last = test.desire("v6");
+    let direct = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
+    assert_status(&direct, 1, "bootstrap to a host behind a jump host, without it");
+    assert!(direct.stderr.contains("w7: connect:"), "{}", direct.stderr);
+    let jump = test.sandbox.inventory("jump.toml", &format!("jump_host = \"root@{m1}\""), "");
+    let through = test.run(&jump, &["bootstrap", SKIP_SERVICES]);
+    assert_status(&through, 0, "bootstrap through a jump host");
+    test.assert_hosts_hold(&last);
+    let plan = test.run(&jump, &["plan", "--exit-code"]);
+    assert_status(&plan, 0, "plan through a jump host");
+}
