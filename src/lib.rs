@@ -26,6 +26,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validate => commands::validate::run(&global, &printer),
         Command::Completions(args) => commands::completions::run(&args),
         Command::Pki(_) => commands::not_yet("pki"),
+        Command::Certs(cli::CertsCommand::Check(args)) if args.remote => {
+            commands::certs_remote::run(&global, &args, &printer)
+        }
         Command::Certs(_) => commands::not_yet("certs"),
         Command::Render(_) => commands::not_yet("render"),
         Command::Plan(args) => commands::plan::run(&global, &args, &printer),

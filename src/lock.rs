@@ -59,7 +59,11 @@ pub(crate) fn acquire(pki_dir: &Path, command: &str) -> anyhow::Result<RunLock> 
         bail!(
             "another ocfk8s run holds the lock {}: {}",
             path.display(),
-            if holder.is_empty() { "holder unknown" } else { holder }
+            if holder.is_empty() {
+                "holder unknown"
+            } else {
+                holder
+            }
         );
     }
     let holder = format!(
@@ -67,7 +71,9 @@ pub(crate) fn acquire(pki_dir: &Path, command: &str) -> anyhow::Result<RunLock> 
         std::process::id(),
         std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
         hostname(),
-        time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
     );
     file.set_len(0)
         .and_then(|()| file.rewind())
@@ -95,7 +101,10 @@ mod tests {
         let error = acquire(&store, "bootstrap").expect_err("second lock");
         let message = error.to_string();
         assert!(message.contains(LOCK_FILE), "{message}");
-        assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
+        assert!(
+            message.contains(&format!("pid {}", std::process::id())),
+            "{message}"
+        );
         assert!(message.contains("`ocfk8s bootstrap`"), "{message}");
         drop(first);
         acquire(&store, "bootstrap").expect("lock after release");

@@ -152,7 +152,10 @@ pub(crate) fn add_diffs(plan: &mut HostPlan, desired: &HostFiles, old: &BTreeMap
         let diff = similar::TextDiff::from_lines(old.as_ref(), new.as_ref())
             .unified_diff()
             .context_radius(3)
-            .header(&format!("{} (on host)", change.path), &format!("{} (rendered)", change.path))
+            .header(
+                &format!("{} (on host)", change.path),
+                &format!("{} (rendered)", change.path),
+            )
             .to_string();
         change.diff = Some(diff);
     }
@@ -198,7 +201,9 @@ pub(crate) fn text(plans: &[HostPlan]) -> String {
                 FileAction::Change => {
                     changes += 1;
                     let mode = match file.old_mode {
-                        Some(old) if old != file.mode => format!(", mode {old:04o} -> {:04o}", file.mode),
+                        Some(old) if old != file.mode => {
+                            format!(", mode {old:04o} -> {:04o}", file.mode)
+                        }
                         _ => String::new(),
                     };
                     let _ = writeln!(out, "  ~ {}{mode}{}", file.path, secret_note(file));
@@ -221,7 +226,10 @@ pub(crate) fn text(plans: &[HostPlan]) -> String {
             }
         }
         for temporary in &plan.stray_temporaries {
-            let _ = writeln!(out, "  - {temporary} (temporary left by an interrupted run)");
+            let _ = writeln!(
+                out,
+                "  - {temporary} (temporary left by an interrupted run)"
+            );
         }
         for service in &plan.services {
             let verb = match service.action {
@@ -261,7 +269,10 @@ fn octal<S: serde::Serializer>(mode: &u32, serializer: S) -> Result<S::Ok, S::Er
     serializer.serialize_str(&format!("{mode:04o}"))
 }
 
-fn octal_option<S: serde::Serializer>(mode: &Option<u32>, serializer: S) -> Result<S::Ok, S::Error> {
+fn octal_option<S: serde::Serializer>(
+    mode: &Option<u32>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     match mode {
         Some(mode) => serializer.serialize_str(&format!("{mode:04o}")),
         None => serializer.serialize_none(),
@@ -274,7 +285,13 @@ mod tests {
     use crate::remote::RemoteFile;
     use crate::render::RenderedFile;
 
-    fn file(path: &str, contents: &str, mode: u32, secret: bool, restarts: &[&str]) -> RenderedFile {
+    fn file(
+        path: &str,
+        contents: &str,
+        mode: u32,
+        secret: bool,
+        restarts: &[&str],
+    ) -> RenderedFile {
         RenderedFile {
             path: path.into(),
             contents: contents.as_bytes().to_vec(),
@@ -289,7 +306,13 @@ mod tests {
             node: "m1".into(),
             files: vec![
                 file("/etc/etcd.conf", "a\nb\n", 0o644, false, &["etcd.service"]),
-                file("/etc/kubernetes/pki/etcd/server.key", "KEY-MATERIAL", 0o600, true, &["etcd.service"]),
+                file(
+                    "/etc/kubernetes/pki/etcd/server.key",
+                    "KEY-MATERIAL",
+                    0o600,
+                    true,
+                    &["etcd.service"],
+                ),
                 file("/etc/nginx/site", "x\n", 0o644, false, &["nginx.service"]),
                 file("/etc/mode", "m\n", 0o600, false, &[]),
             ],
@@ -297,7 +320,10 @@ mod tests {
     }
 
     fn present(contents: &str, mode: u32) -> Option<RemoteFile> {
-        Some(RemoteFile { sha256: sha256_hex(contents.as_bytes()), mode })
+        Some(RemoteFile {
+            sha256: sha256_hex(contents.as_bytes()),
+            mode,
+        })
     }
 
     #[test]
@@ -305,7 +331,10 @@ mod tests {
         let desired = desired();
         let mut state = HostState::default();
         for file in &desired.files {
-            state.files.insert(file.path.clone(), present(std::str::from_utf8(&file.contents).unwrap(), file.mode));
+            state.files.insert(
+                file.path.clone(),
+                present(std::str::from_utf8(&file.contents).unwrap(), file.mode),
+            );
         }
         let plan = plan_host(&desired, &state);
         assert!(plan.is_empty(), "{plan:?}");
@@ -316,19 +345,37 @@ mod tests {
     fn changes_restart_active_units_and_start_inactive_ones_without_showing_secrets() {
         let desired = desired();
         let mut state = HostState::default();
-        state.files.insert("/etc/etcd.conf".into(), present("a\nc\n", 0o644));
-        state.files.insert("/etc/kubernetes/pki/etcd/server.key".into(), None);
-        state.files.insert("/etc/nginx/site".into(), present("old\n", 0o644));
-        state.files.insert("/etc/mode".into(), present("m\n", 0o644));
-        state.services.insert("etcd.service".into(), "active".into());
-        state.services.insert("nginx.service".into(), "inactive".into());
-        state.temporaries.push("/etc/.etcd.conf.ocfk8s-tmp-x".into());
+        state
+            .files
+            .insert("/etc/etcd.conf".into(), present("a\nc\n", 0o644));
+        state
+            .files
+            .insert("/etc/kubernetes/pki/etcd/server.key".into(), None);
+        state
+            .files
+            .insert("/etc/nginx/site".into(), present("old\n", 0o644));
+        state
+            .files
+            .insert("/etc/mode".into(), present("m\n", 0o644));
+        state
+            .services
+            .insert("etcd.service".into(), "active".into());
+        state
+            .services
+            .insert("nginx.service".into(), "inactive".into());
+        state
+            .temporaries
+            .push("/etc/.etcd.conf.ocfk8s-tmp-x".into());
 
         let mut plan = plan_host(&desired, &state);
         let old = BTreeMap::from([("/etc/etcd.conf".to_string(), b"a\nc\n".to_vec())]);
         add_diffs(&mut plan, &desired, &old);
 
-        let actions: Vec<(&str, FileAction)> = plan.files.iter().map(|f| (f.path.as_str(), f.action)).collect();
+        let actions: Vec<(&str, FileAction)> = plan
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.action))
+            .collect();
         assert_eq!(
             actions,
             [
@@ -338,10 +385,24 @@ mod tests {
                 ("/etc/mode", FileAction::Mode),
             ]
         );
-        let services: Vec<(&str, ServiceAction)> = plan.services.iter().map(|s| (s.unit.as_str(), s.action)).collect();
-        assert_eq!(services, [("etcd.service", ServiceAction::Restart), ("nginx.service", ServiceAction::Start)]);
+        let services: Vec<(&str, ServiceAction)> = plan
+            .services
+            .iter()
+            .map(|s| (s.unit.as_str(), s.action))
+            .collect();
+        assert_eq!(
+            services,
+            [
+                ("etcd.service", ServiceAction::Restart),
+                ("nginx.service", ServiceAction::Start)
+            ]
+        );
         let shown = text(std::slice::from_ref(&plan));
-        assert!(shown.contains("-b") && shown.contains("+c") || shown.contains("-c") && shown.contains("+b"), "{shown}");
+        assert!(
+            shown.contains("-b") && shown.contains("+c")
+                || shown.contains("-c") && shown.contains("+b"),
+            "{shown}"
+        );
         assert!(shown.contains("restart etcd.service"), "{shown}");
         assert!(shown.contains("/etc/.etcd.conf.ocfk8s-tmp-x"), "{shown}");
         assert!(!shown.contains("KEY-MATERIAL"), "{shown}");

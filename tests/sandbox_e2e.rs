@@ -28,7 +28,11 @@ struct Test {
 impl Test {
     fn run(&self, inventory: &Path, args: &[&str]) -> Run {
         let started = Instant::now();
-        let run: Run = self.command(inventory, args).output().expect("run ocfk8s").into();
+        let run: Run = self
+            .command(inventory, args)
+            .output()
+            .expect("run ocfk8s")
+            .into();
         eprintln!("{args:?}: {:?}", started.elapsed());
         run
     }
@@ -53,22 +57,53 @@ impl Test {
             let mut files = BTreeMap::new();
             let name = &host.name;
             let mut add = |path: &str, contents: Vec<u8>, mode: u32| {
-                files.insert(path.to_string(), Held { contents, mode, uid: 0 });
+                files.insert(
+                    path.to_string(),
+                    Held {
+                        contents,
+                        mode,
+                        uid: 0,
+                    },
+                );
             };
-            add("/etc/kubernetes/pki/ca.crt", format!("CA {version}\n").repeat(30).into_bytes(), 0o644);
+            add(
+                "/etc/kubernetes/pki/ca.crt",
+                format!("CA {version}\n").repeat(30).into_bytes(),
+                0o644,
+            );
             add(
                 "/etc/kubernetes/kubelet.conf",
                 format!("kubelet of {name} {version}\nSECRET-MATERIAL-{name}\n").into_bytes(),
                 0o600,
             );
-            add("/var/lib/kubelet/config.yaml", format!("node: {name}\nversion: {version}\n").into_bytes(), 0o644);
-            add("/etc/systemd/system/kubelet.service", format!("[Service]\nExecStart=/bin/true {version}\n").into_bytes(), 0o644);
-            add("/etc/sysctl.d/99-kubernetes.conf", b"net.ipv4.ip_forward = 1\n".to_vec(), 0o644);
+            add(
+                "/var/lib/kubelet/config.yaml",
+                format!("node: {name}\nversion: {version}\n").into_bytes(),
+                0o644,
+            );
+            add(
+                "/etc/systemd/system/kubelet.service",
+                format!("[Service]\nExecStart=/bin/true {version}\n").into_bytes(),
+                0o644,
+            );
+            add(
+                "/etc/sysctl.d/99-kubernetes.conf",
+                b"net.ipv4.ip_forward = 1\n".to_vec(),
+                0o644,
+            );
             // A large file, so a killed run can land in the middle of it.
-            let big: Vec<u8> = format!("{name} {version} ").bytes().cycle().take(300_000).collect();
+            let big: Vec<u8> = format!("{name} {version} ")
+                .bytes()
+                .cycle()
+                .take(300_000)
+                .collect();
             add("/usr/local/lib/ocfk8s/payload.bin", big, 0o644);
             for index in 0..6 {
-                add(&format!("/opt/ocfk8s/addons/{index:02}.yaml"), format!("addon {index} {version}\n").into_bytes(), 0o644);
+                add(
+                    &format!("/opt/ocfk8s/addons/{index:02}.yaml"),
+                    format!("addon {index} {version}\n").into_bytes(),
+                    0o644,
+                );
             }
             if host.master {
                 add(
@@ -81,7 +116,8 @@ impl Test {
                 let local = self.tree.join(name).join(path.trim_start_matches('/'));
                 std::fs::create_dir_all(local.parent().expect("parent")).expect("mkdir");
                 std::fs::write(&local, &held.contents).expect("write tree");
-                std::fs::set_permissions(&local, std::fs::Permissions::from_mode(held.mode)).expect("chmod");
+                std::fs::set_permissions(&local, std::fs::Permissions::from_mode(held.mode))
+                    .expect("chmod");
             }
             desired.insert(name.clone(), files);
         }
@@ -98,19 +134,35 @@ impl Test {
             let expected_paths: Vec<&String> = expected.keys().collect();
             assert_eq!(held_paths, expected_paths, "files on {}", host.name);
             for (path, file) in expected {
-                assert!(held[path] == *file, "{}:{path} differs from the desired file", host.name);
+                assert!(
+                    held[path] == *file,
+                    "{}:{path} differs from the desired file",
+                    host.name
+                );
             }
         }
     }
 }
 
 fn assert_status(run: &Run, status: i32, what: &str) {
-    assert_eq!(run.status, status, "{what}\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.status, status,
+        "{what}\nstdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
 }
 
 fn assert_no_secrets(run: &Run) {
-    assert!(!run.stdout.contains("SECRET-MATERIAL"), "secret in stdout:\n{}", run.stdout);
-    assert!(!run.stderr.contains("SECRET-MATERIAL"), "secret in stderr:\n{}", run.stderr);
+    assert!(
+        !run.stdout.contains("SECRET-MATERIAL"),
+        "secret in stdout:\n{}",
+        run.stdout
+    );
+    assert!(
+        !run.stderr.contains("SECRET-MATERIAL"),
+        "secret in stderr:\n{}",
+        run.stderr
+    );
 }
 
 fn mtimes(sandbox: &Sandbox) -> BTreeMap<PathBuf, std::time::SystemTime> {
@@ -135,7 +187,11 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     let sandbox = Sandbox::up(201, 3, 7);
     let inventory = sandbox.inventory("inventory.toml", "", "");
     let tree = sandbox.dir.path().join("tree");
-    let test = Test { sandbox, inventory, tree };
+    let test = Test {
+        sandbox,
+        inventory,
+        tree,
+    };
     let inventory = test.inventory.clone();
 
     // Before the first push, plan lists every file of every host.
@@ -143,11 +199,28 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     let plan = test.run(&inventory, &["plan", "--exit-code"]);
     assert_status(&plan, 3, "plan before the first push");
     let expected_adds: usize = first.values().map(BTreeMap::len).sum();
-    assert_eq!(plan.stdout.lines().filter(|line| line.starts_with("  + ")).count(), expected_adds, "{}", plan.stdout);
+    assert_eq!(
+        plan.stdout
+            .lines()
+            .filter(|line| line.starts_with("  + "))
+            .count(),
+        expected_adds,
+        "{}",
+        plan.stdout
+    );
     for host in &test.sandbox.hosts {
-        assert!(plan.stdout.contains(&format!("{}:\n", host.name)), "{}", plan.stdout);
+        assert!(
+            plan.stdout.contains(&format!("{}:\n", host.name)),
+            "{}",
+            plan.stdout
+        );
     }
-    assert!(plan.stdout.contains("/etc/kubernetes/pki/ca.key (mode 0600, secret: sha256 "), "{}", plan.stdout);
+    assert!(
+        plan.stdout
+            .contains("/etc/kubernetes/pki/ca.key (mode 0600, secret: sha256 "),
+        "{}",
+        plan.stdout
+    );
     assert_no_secrets(&plan);
     let json = test.run(&inventory, &["plan", "-o", "json"]);
     assert_status(&json, 0, "plan -o json without --exit-code");
@@ -156,7 +229,11 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     assert_eq!(parsed["hosts"].as_array().expect("hosts").len(), 10);
     assert_no_secrets(&json);
     for host in &test.sandbox.hosts {
-        assert!(test.sandbox.files(&host.name).is_empty(), "plan wrote to {}", host.name);
+        assert!(
+            test.sandbox.files(&host.name).is_empty(),
+            "plan wrote to {}",
+            host.name
+        );
     }
 
     // The files-only bootstrap leaves every host holding exactly its tree.
@@ -175,20 +252,44 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     let again = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
     assert_status(&again, 0, "second bootstrap");
     assert!(again.stdout.contains("Nothing to do"), "{}", again.stdout);
-    assert_eq!(mtimes(&test.sandbox), before, "the second run touched files");
+    assert_eq!(
+        mtimes(&test.sandbox),
+        before,
+        "the second run touched files"
+    );
 
     // A file tampered with on one host is named by plan and repaired.
-    test.sandbox.ssh("w3", "echo tampered >> /var/lib/kubelet/config.yaml && chmod 0666 /etc/kubernetes/pki/ca.crt");
+    test.sandbox.ssh(
+        "w3",
+        "echo tampered >> /var/lib/kubelet/config.yaml && chmod 0666 /etc/kubernetes/pki/ca.crt",
+    );
     let plan = test.run(&inventory, &["plan", "--exit-code"]);
     assert_status(&plan, 3, "plan after tampering");
     assert!(plan.stdout.contains("w3:\n"), "{}", plan.stdout);
-    assert!(plan.stdout.contains("  ~ /var/lib/kubelet/config.yaml\n"), "{}", plan.stdout);
-    assert!(plan.stdout.contains("-tampered"), "diff missing:\n{}", plan.stdout);
-    assert!(plan.stdout.contains("/etc/kubernetes/pki/ca.crt mode 0666 -> 0644"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("  ~ /var/lib/kubelet/config.yaml\n"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("-tampered"),
+        "diff missing:\n{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("/etc/kubernetes/pki/ca.crt mode 0666 -> 0644"),
+        "{}",
+        plan.stdout
+    );
     assert!(plan.stdout.contains("w2: up to date"), "{}", plan.stdout);
     let repair = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
     assert_status(&repair, 0, "repairing bootstrap");
-    assert!(repair.stdout.contains("on 1 of 10 host(s)"), "{}", repair.stdout);
+    assert!(
+        repair.stdout.contains("on 1 of 10 host(s)"),
+        "{}",
+        repair.stdout
+    );
     test.assert_hosts_hold(&first);
 
     // A run killed at a random moment leaves every file whole (old or new),
@@ -197,7 +298,9 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     for (round, version) in ["v2", "v3", "v4"].into_iter().enumerate() {
         let old = desired;
         desired = test.desire(version);
-        let delay = Duration::from_millis(rand::random_range(0..=push_time.as_millis() as u64 * 2 / 3 + 1));
+        let delay = Duration::from_millis(rand::random_range(
+            0..=push_time.as_millis() as u64 * 2 / 3 + 1,
+        ));
         let mut child = test
             .command(&inventory, &["bootstrap", SKIP_SERVICES])
             .stdout(std::process::Stdio::null())
@@ -212,7 +315,8 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
                 if path.contains(".ocfk8s-tmp-") {
                     continue;
                 }
-                let whole = old[&host.name].get(&path) == Some(&held) || desired[&host.name].get(&path) == Some(&held);
+                let whole = old[&host.name].get(&path) == Some(&held)
+                    || desired[&host.name].get(&path) == Some(&held);
                 assert!(whole, "round {round}: {}:{path} is neither the old nor the new file after a kill at {delay:?}", host.name);
             }
         }
@@ -240,29 +344,63 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     let next = test.desire("v5");
     let refused = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
     assert_status(&refused, 1, "bootstrap with a wrong host key");
-    assert!(refused.stderr.contains("m2: connect:"), "{}", refused.stderr);
-    assert!(refused.stderr.contains("Host key verification failed"), "{}", refused.stderr);
-    assert_eq!(test.sandbox.files("m2"), before, "files reached a host with a wrong key");
+    assert!(
+        refused.stderr.contains("m2: connect:"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("Host key verification failed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        test.sandbox.files("m2"),
+        before,
+        "files reached a host with a wrong key"
+    );
     // --accept-new-host-keys trusts unknown keys, never changed ones.
     let accepting = test.run(&inventory, &["--accept-new-host-keys", "plan"]);
-    assert_status(&accepting, 1, "plan --accept-new-host-keys with a changed key");
-    std::fs::write(test.sandbox.known_hosts(), known_hosts.replace(&format!("{} {}\n", address("m2"), key_of("m2")), ""))
-        .expect("drop one key");
+    assert_status(
+        &accepting,
+        1,
+        "plan --accept-new-host-keys with a changed key",
+    );
+    std::fs::write(
+        test.sandbox.known_hosts(),
+        known_hosts.replace(&format!("{} {}\n", address("m2"), key_of("m2")), ""),
+    )
+    .expect("drop one key");
     let refused = test.run(&inventory, &["plan"]);
     assert_status(&refused, 1, "plan with an unknown host key");
-    assert!(refused.stderr.contains("m2: connect:"), "{}", refused.stderr);
-    let accepted = test.run(&inventory, &["--accept-new-host-keys", "bootstrap", SKIP_SERVICES]);
+    assert!(
+        refused.stderr.contains("m2: connect:"),
+        "{}",
+        refused.stderr
+    );
+    let accepted = test.run(
+        &inventory,
+        &["--accept-new-host-keys", "bootstrap", SKIP_SERVICES],
+    );
     assert_status(&accepted, 0, "bootstrap --accept-new-host-keys");
     test.assert_hosts_hold(&next);
     let recorded = std::fs::read_to_string(test.sandbox.known_hosts()).expect("known_hosts");
-    assert!(recorded.lines().any(|line| line.ends_with(key_of("m2").as_str())), "{recorded}");
+    assert!(
+        recorded
+            .lines()
+            .any(|line| line.ends_with(key_of("m2").as_str())),
+        "{recorded}"
+    );
 
     // An unreachable host is named; while that run waits on it, a second
     // run is refused at once by the lock.
     let unreachable = test.sandbox.inventory(
         "unreachable.toml",
         "",
-        &format!("\n[[worker]]\nname = \"ghost\"\naddress = \"10.213.{}.250\"\n", test.sandbox.subnet),
+        &format!(
+            "\n[[worker]]\nname = \"ghost\"\naddress = \"10.213.{}.250\"\n",
+            test.sandbox.subnet
+        ),
     );
     let first_run = test
         .command(&unreachable, &["bootstrap", SKIP_SERVICES])
@@ -273,18 +411,37 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     let lock = test.sandbox.dir.path().join("pki/.ocfk8s.lock");
     let holder = format!("pid {} ", first_run.id());
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(&lock).unwrap_or_default().contains(&holder) {
-        assert!(Instant::now() < deadline, "the first run never took the lock");
+    while !std::fs::read_to_string(&lock)
+        .unwrap_or_default()
+        .contains(&holder)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first run never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let started = Instant::now();
     let second = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
     assert_status(&second, 1, "a concurrent bootstrap");
-    assert!(started.elapsed() < Duration::from_secs(2), "the second run waited for the lock");
-    assert!(second.stderr.contains(".ocfk8s.lock") && second.stderr.contains(&holder), "{}", second.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the second run waited for the lock"
+    );
+    assert!(
+        second.stderr.contains(".ocfk8s.lock") && second.stderr.contains(&holder),
+        "{}",
+        second.stderr
+    );
     let first_run: Run = first_run.wait_with_output().expect("first run").into();
     assert_status(&first_run, 1, "bootstrap with an unreachable host");
-    assert!(first_run.stderr.contains("ghost: connect: cannot connect to root@10.213.201.250:22"), "{}", first_run.stderr);
+    assert!(
+        first_run
+            .stderr
+            .contains("ghost: connect: cannot connect to root@10.213.201.250:22"),
+        "{}",
+        first_run.stderr
+    );
 
     // Jump host: w7 answers only m1 (its one route), so it can be reached
     // only through m1; every host but m1 itself is reached through m1.
@@ -293,12 +450,49 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     test.sandbox.ip("w7", &["route", "add", &m1, "dev", "eth0"]);
     let last = test.desire("v6");
     let direct = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
-    assert_status(&direct, 1, "bootstrap to a host behind a jump host, without it");
+    assert_status(
+        &direct,
+        1,
+        "bootstrap to a host behind a jump host, without it",
+    );
     assert!(direct.stderr.contains("w7: connect:"), "{}", direct.stderr);
-    let jump = test.sandbox.inventory("jump.toml", &format!("jump_host = \"root@{m1}\""), "");
+    let jump = test
+        .sandbox
+        .inventory("jump.toml", &format!("jump_host = \"root@{m1}\""), "");
     let through = test.run(&jump, &["bootstrap", SKIP_SERVICES]);
     assert_status(&through, 0, "bootstrap through a jump host");
     test.assert_hosts_hold(&last);
     let plan = test.run(&jump, &["plan", "--exit-code"]);
     assert_status(&plan, 0, "plan through a jump host");
+
+    // certs check --remote reads what each host really has.
+    test.sandbox.ssh(
+        "m1",
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=remote-check \
+         -keyout /etc/kubernetes/pki/remote-check.key -out /etc/kubernetes/pki/remote-check.crt 2>/dev/null",
+    );
+    let certs = test.run(&jump, &["certs", "check", "--remote"]);
+    assert_status(&certs, 0, "certs check --remote");
+    let line = certs
+        .stdout
+        .lines()
+        .find(|line| line.contains("/etc/kubernetes/pki/remote-check.crt"))
+        .unwrap_or_else(|| panic!("no remote-check.crt in:\n{}", certs.stdout));
+    assert!(
+        line.starts_with("m1 ") && line.contains("remote-check") && line.contains("29d"),
+        "{line}"
+    );
+    assert!(certs.stdout.contains("w7 "), "{}", certs.stdout);
+    assert!(!certs.stdout.contains("PRIVATE KEY"), "{}", certs.stdout);
+    let json = test.run(&jump, &["certs", "check", "--remote", "-o", "json"]);
+    assert_status(&json, 0, "certs check --remote -o json");
+    let rows: serde_json::Value = serde_json::from_str(&json.stdout).expect("certs JSON");
+    let row = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|row| row["path"] == "/etc/kubernetes/pki/remote-check.crt")
+        .expect("remote-check row");
+    assert_eq!(row["host"], "m1");
+    assert_eq!(row["residual_days"], 29);
 }

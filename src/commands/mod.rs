@@ -2,6 +2,7 @@
 //! printer.
 
 pub(crate) mod bootstrap;
+pub(crate) mod certs_remote;
 pub(crate) mod completions;
 pub(crate) mod init;
 pub(crate) mod plan;

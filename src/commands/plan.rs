@@ -10,7 +10,13 @@ use crate::printer::Printer;
 
 pub(crate) fn run(global: &GlobalArgs, args: &PlanArgs, printer: &Printer) -> anyhow::Result<()> {
     let resolved = super::load_inventory(&global.inventory, printer)?;
-    show(&resolved.cluster, global, args.output, args.exit_code, printer)
+    show(
+        &resolved.cluster,
+        global,
+        args.output,
+        args.exit_code,
+        printer,
+    )
 }
 
 /// Print the plan; with `exit_code`, pending changes end in exit status 3.
@@ -26,8 +32,17 @@ pub(crate) fn show(
     let concurrency = fleet::concurrency(cluster, global.concurrency);
     let plans = fleet::runtime()?.block_on(async {
         let progress = printer.host_progress(fleet::names(&nodes));
-        let fleet = Fleet::connect(cluster, &nodes, concurrency, global.accept_new_host_keys, &progress).await?;
-        let plans = fleet.survey(&desired, output == TextOrJson::Text, &progress).await;
+        let fleet = Fleet::connect(
+            cluster,
+            &nodes,
+            concurrency,
+            global.accept_new_host_keys,
+            &progress,
+        )
+        .await?;
+        let plans = fleet
+            .survey(&desired, output == TextOrJson::Text, &progress)
+            .await;
         drop(progress);
         fleet.close().await;
         plans

@@ -33,7 +33,13 @@ pub(crate) fn run(
         );
     }
     if args.dry_run {
-        return crate::commands::plan::show(cluster, global, crate::cli::TextOrJson::Text, false, printer);
+        return crate::commands::plan::show(
+            cluster,
+            global,
+            crate::cli::TextOrJson::Text,
+            false,
+            printer,
+        );
     }
     let lock = crate::lock::acquire(&cluster.pki_dir, "bootstrap")?;
     printer.detail(&format!("holding the run lock {}", lock.path().display()));
@@ -43,7 +49,14 @@ pub(crate) fn run(
     fleet::runtime()?.block_on(async {
         printer.info("preflight: connecting to every host");
         let progress = printer.host_progress(fleet::names(&nodes));
-        let fleet = Fleet::connect(cluster, &nodes, concurrency, global.accept_new_host_keys, &progress).await?;
+        let fleet = Fleet::connect(
+            cluster,
+            &nodes,
+            concurrency,
+            global.accept_new_host_keys,
+            &progress,
+        )
+        .await?;
         let result = run_phases(cluster, &phases, &fleet, printer, &progress).await;
         drop(progress);
         fleet.close().await;
@@ -62,7 +75,9 @@ async fn run_phases(
         match phase {
             Phase::Preflight => {}
             Phase::Pki => pki_phase(cluster, printer)?,
-            Phase::Install => printer.info("install: nothing to install ([install] method = \"none\")"),
+            Phase::Install => {
+                printer.info("install: nothing to install ([install] method = \"none\")")
+            }
             Phase::Files => {
                 let desired = desired_files(cluster)?;
                 let results = fleet.push(&desired, progress).await?;

@@ -62,7 +62,8 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<RenderedFile>) -> anyhow::Resul
             & 0o7777;
         files.push(RenderedFile {
             path: format!("/{}", relative.display()),
-            contents: std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+            contents: std::fs::read(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
             mode,
             secret: mode & 0o077 == 0,
             restarts: Vec::new(),

@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use crate::inventory::{Cluster, Node};
 use crate::plan::{self, HostPlan};
-use crate::printer::{HostProgress, Printer};
+use crate::printer::HostProgress;
 use crate::remote::{self, Connector, FileWrite, Host, WriteReport};
 use crate::render::HostFiles;
 
@@ -135,7 +135,11 @@ impl Fleet {
                         parts.push(format!(
                             "{} stray temporar{} removed",
                             report.temporaries_removed,
-                            if report.temporaries_removed == 1 { "y" } else { "ies" }
+                            if report.temporaries_removed == 1 {
+                                "y"
+                            } else {
+                                "ies"
+                            }
                         ));
                     }
                     parts.join(", ")
@@ -153,7 +157,10 @@ impl Fleet {
         drop(self.connector);
     }
 
-    fn pairs<'a>(&'a self, desired: &'a [HostFiles]) -> anyhow::Result<Vec<(&'a Host, &'a HostFiles)>> {
+    fn pairs<'a>(
+        &'a self,
+        desired: &'a [HostFiles],
+    ) -> anyhow::Result<Vec<(&'a Host, &'a HostFiles)>> {
         self.hosts
             .iter()
             .map(|host| {
@@ -164,11 +171,6 @@ impl Fleet {
                     .with_context(|| format!("no rendered files for host {}", host.name))
             })
             .collect()
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn control_dir(&self) -> &std::path::Path {
-        self.connector.control_dir()
     }
 }
 
@@ -189,7 +191,11 @@ async fn preflight(host: &Host) -> anyhow::Result<String> {
 }
 
 async fn survey_host(host: &Host, desired: &HostFiles) -> anyhow::Result<HostPlan> {
-    let paths: Vec<&str> = desired.files.iter().map(|file| file.path.as_str()).collect();
+    let paths: Vec<&str> = desired
+        .files
+        .iter()
+        .map(|file| file.path.as_str())
+        .collect();
     let units = plan::managed_units(desired);
     let state = remote::read_state(host, &paths, &units).await?;
     Ok(plan::plan_host(desired, &state))
@@ -203,7 +209,11 @@ fn summary_of(plan: &HostPlan) -> String {
             "{} file change(s), {} stray temporar{}, {} service action(s)",
             plan.files.len(),
             plan.stray_temporaries.len(),
-            if plan.stray_temporaries.len() == 1 { "y" } else { "ies" },
+            if plan.stray_temporaries.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
             plan.services.len()
         )
     }
@@ -219,9 +229,4 @@ pub(crate) fn concurrency(cluster: &Cluster, flag: Option<u32>) -> usize {
     flag.map(|value| value as usize)
         .unwrap_or(cluster.ssh.concurrency)
         .max(1)
-}
-
-#[allow(dead_code)]
-pub(crate) fn quiet_progress(printer: &Printer) -> HostProgress {
-    printer.host_progress(std::iter::empty())
 }

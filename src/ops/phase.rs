@@ -61,7 +61,11 @@ impl fmt::Display for Phase {
 /// or unskippable phase).
 pub(crate) fn phases_to_run(skip: &[String]) -> anyhow::Result<Vec<Phase>> {
     let mut skipped = BTreeSet::new();
-    for name in skip.iter().map(|name| name.trim()).filter(|name| !name.is_empty()) {
+    for name in skip
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+    {
         let phase = Phase::ALL
             .into_iter()
             .find(|phase| phase.name() == name)
@@ -93,7 +97,14 @@ mod tests {
         let run = phases_to_run(&["etcd".into(), "addons".into(), "lb".into()]).expect("phases");
         assert_eq!(
             run,
-            [Phase::Preflight, Phase::Pki, Phase::Install, Phase::Files, Phase::ControlPlane, Phase::Nodes]
+            [
+                Phase::Preflight,
+                Phase::Pki,
+                Phase::Install,
+                Phase::Files,
+                Phase::ControlPlane,
+                Phase::Nodes
+            ]
         );
         for bad in ["preflight", "pki", "etc"] {
             let error = phases_to_run(&[bad.into()]).expect_err(bad);

@@ -21,7 +21,11 @@ pub(crate) struct HostFailures {
 
 impl fmt::Display for HostFailures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.failures.iter().map(|(name, _)| name.as_str()).collect();
+        let names: Vec<&str> = self
+            .failures
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
         write!(
             f,
             "step `{}` failed on {} host{} ({})",

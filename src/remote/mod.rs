@@ -7,12 +7,14 @@
 //! step is one shell script sent on the session's stdin, so reading a host's
 //! whole state or writing all its changed files costs one round trip each.
 
+mod certs;
 mod fanout;
 mod session;
 mod shell;
 mod state;
 mod write;
 
+pub(crate) use certs::{read_certificates, HostCertificate};
 pub(crate) use fanout::for_each_host;
 pub(crate) use session::{Connector, Host};
 #[cfg(test)]

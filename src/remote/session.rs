@@ -66,7 +66,9 @@ impl Connector {
             } else {
                 KnownHosts::Strict
             },
-            connect_timeout: Duration::from_secs(u64::from(cluster.ssh.connect_timeout_secs.max(1))),
+            connect_timeout: Duration::from_secs(u64::from(
+                cluster.ssh.connect_timeout_secs.max(1),
+            )),
             jump_host: cluster.ssh.jump_host.clone(),
         })
     }
@@ -140,10 +142,6 @@ impl Connector {
             user: node.ssh_user.clone(),
             sudo: node.ssh_user != "root",
         })
-    }
-
-    pub(crate) fn control_dir(&self) -> &Path {
-        self.control_dir.path()
     }
 }
 
@@ -238,10 +236,7 @@ impl Host {
             .stdin(openssh::Stdio::piped())
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped());
-        let mut child = command
-            .spawn()
-            .await
-            .context("starting a remote shell")?;
+        let mut child = command.spawn().await.context("starting a remote shell")?;
         let mut stdin = child
             .stdin()
             .take()

@@ -196,24 +196,50 @@ mod tests {
         std::fs::write(&stray, "ol").expect("write");
         let binary: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
         let writes = [
-            FileWrite { path: &changed, contents: b"new\n", mode: 0o644, contents_differ: true },
-            FileWrite { path: &added, contents: &binary, mode: 0o600, contents_differ: true },
-            FileWrite { path: &mode_only, contents: b"same", mode: 0o640, contents_differ: false },
+            FileWrite {
+                path: &changed,
+                contents: b"new\n",
+                mode: 0o644,
+                contents_differ: true,
+            },
+            FileWrite {
+                path: &added,
+                contents: &binary,
+                mode: 0o600,
+                contents_differ: true,
+            },
+            FileWrite {
+                path: &mode_only,
+                contents: b"same",
+                mode: 0o640,
+                contents_differ: false,
+            },
         ];
 
-        let script = write_script(&writes, &[stray.clone()], "run1").expect("script");
+        let script = write_script(&writes, std::slice::from_ref(&stray), "run1").expect("script");
         let output = run_locally(&script);
 
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         assert_eq!(std::fs::read(&changed).expect("read"), b"new\n");
         assert_eq!(std::fs::read(&added).expect("read"), binary);
-        let mode = |path: &str| std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777;
+        let mode =
+            |path: &str| std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777;
         assert_eq!(mode(&changed), 0o644);
         assert_eq!(mode(&added), 0o600);
         assert_eq!(mode(&mode_only), 0o640);
         let mut left: Vec<String> = std::fs::read_dir(format!("{root}/etc"))
             .expect("list")
-            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         left.sort();
         assert_eq!(left, ["app.conf", "mode.conf", "pki"]);
@@ -224,7 +250,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let target = format!("{}/file.conf", dir.path().to_str().expect("utf-8"));
         std::fs::write(&target, "old").expect("write");
-        let writes = [FileWrite { path: &target, contents: b"new contents", mode: 0o644, contents_differ: true }];
+        let writes = [FileWrite {
+            path: &target,
+            contents: b"new contents",
+            mode: 0o644,
+            contents_differ: true,
+        }];
         let script = write_script(&writes, &[], "cut").expect("script");
         for cut in [script.len() / 3, script.len() / 2, script.len() - 14] {
             let output = run_locally(&script[..cut]);

@@ -11,10 +11,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Files the sandbox itself puts on every host.
-pub const SANDBOX_FILES: [&str; 3] = ["/etc/hostname", "/etc/hosts", "/etc/ssh/sandbox_authorized_keys"];
+pub const SANDBOX_FILES: [&str; 3] = [
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/ssh/sandbox_authorized_keys",
+];
 
 /// The folders a host overlays, and their folder names under `upper/`.
-const OVERLAYS: [(&str, &str); 4] = [("/etc", "etc"), ("/var", "var"), ("/usr/local", "usr-local"), ("/opt", "opt")];
+const OVERLAYS: [(&str, &str); 4] = [
+    ("/etc", "etc"),
+    ("/var", "var"),
+    ("/usr/local", "usr-local"),
+    ("/opt", "opt"),
+];
 
 pub struct Host {
     pub name: String,
@@ -74,7 +83,12 @@ impl Sandbox {
             });
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let sandbox = Sandbox { dir, bridge, subnet, hosts };
+        let sandbox = Sandbox {
+            dir,
+            bridge,
+            subnet,
+            hosts,
+        };
         let mut command = Command::new(script());
         command
             .arg("up")
@@ -97,7 +111,10 @@ impl Sandbox {
     }
 
     pub fn host(&self, name: &str) -> &Host {
-        self.hosts.iter().find(|host| host.name == name).expect("no such sandbox host")
+        self.hosts
+            .iter()
+            .find(|host| host.name == name)
+            .expect("no such sandbox host")
     }
 
     /// The network namespace of a host.
@@ -134,7 +151,12 @@ impl Sandbox {
     pub fn files(&self, name: &str) -> BTreeMap<String, Held> {
         let mut files = BTreeMap::new();
         for (mount, folder) in OVERLAYS {
-            let upper = self.state().join("hosts").join(name).join("upper").join(folder);
+            let upper = self
+                .state()
+                .join("hosts")
+                .join(name)
+                .join("upper")
+                .join(folder);
             walk(&upper, &upper, mount, &mut files);
         }
         for own in SANDBOX_FILES {
@@ -153,7 +175,10 @@ impl Sandbox {
                 .arg("-i")
                 .arg(self.state().join("id_ed25519"))
                 .arg("-o")
-                .arg(format!("UserKnownHostsFile={}", self.known_hosts().display()))
+                .arg(format!(
+                    "UserKnownHostsFile={}",
+                    self.known_hosts().display()
+                ))
                 .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
                 .arg(format!("root@{}", host.address))
                 .arg(command)
@@ -202,6 +227,9 @@ fn walk(base: &Path, dir: &Path, mount: &str, files: &mut BTreeMap<String, Held>
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let _ = Command::new(script()).arg("down").arg(self.state()).output();
+        let _ = Command::new(script())
+            .arg("down")
+            .arg(self.state())
+            .output();
     }
 }
