@@ -23,7 +23,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions(args) => commands::completions::run(&args),
         Command::Pki(_) => commands::not_yet("pki"),
         Command::Certs(_) => commands::not_yet("certs"),
-        Command::Render(_) => commands::not_yet("render"),
+        Command::Render(args) => commands::render::run(&global, &args, &printer),
         Command::Plan(_) => commands::not_yet("plan"),
         Command::Bootstrap(_) => commands::not_yet("bootstrap"),
         Command::AddMaster(_) => commands::not_yet("add-master"),

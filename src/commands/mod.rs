@@ -3,6 +3,7 @@
 
 pub(crate) mod completions;
 pub(crate) mod init;
+pub(crate) mod render;
 pub(crate) mod validate;
 
 use std::path::Path;
