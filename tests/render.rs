@@ -220,7 +220,8 @@ fn every_yaml_file_parses_and_manifests_are_kubernetes_objects() {
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     for host in MASTERS.iter().chain(&WORKERS) {
         for path in host_paths(&rendered.host(host)) {
-            let yaml = path.ends_with(".yaml") || path.ends_with(".conf") && path.contains("/kube");
+            let yaml =
+                path.ends_with(".yaml") || (path.ends_with(".conf") && path.contains("/kube"));
             if !yaml {
                 continue;
             }
@@ -756,4 +757,80 @@ fn an_override_template_replaces_the_built_in_one() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn node_labels_and_taints_reach_kubelet() {
+    let inventory = base_inventory().replace(
+        "name = \"w2\"\naddress = \"192.0.2.22\"",
+        "name = \"w2\"\naddress = \"192.0.2.22\"\nlabels = { \"example.org/disk\" = \"ssd\", zone = \"b\" }\ntaints = [\"dedicated=batch:NoSchedule\", \"gpu:NoExecute\"]",
+    );
+    let rendered = render(&inventory, &[]);
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    let unit = rendered.text("w2", "/etc/systemd/system/kubelet.service");
+    assert!(
+        unit.contains("--node-labels=example.org/disk=ssd,zone=b \\\n"),
+        "{unit}"
+    );
+    let config: KubeletConfiguration =
+        serde_norway::from_str(&rendered.text("w2", "/var/lib/kubelet/config.yaml"))
+            .expect("config");
+    let taints: Vec<(String, Option<String>, String)> = config
+        .register_with_taints
+        .into_iter()
+        .map(|taint| (taint.key, taint.value, taint.effect))
+        .collect();
+    assert_eq!(
+        taints,
+        [
+            (
+                "dedicated".to_string(),
+                Some("batch".to_string()),
+                "NoSchedule".to_string()
+            ),
+            ("gpu".to_string(), None, "NoExecute".to_string()),
+        ]
+    );
+    let plain = rendered.text("w1", "/etc/systemd/system/kubelet.service");
+    assert!(!plain.contains("--node-labels"), "{plain}");
+}
+
+#[test]
+fn the_operators_tls_certificate_is_served_instead_of_the_stores() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let operator =
+        rcgen::generate_simple_self_signed(vec!["*.example.org".to_string()]).expect("cert");
+    std::fs::create_dir(dir.path().join("certs")).expect("mkdir");
+    std::fs::write(dir.path().join("certs/wildcard.crt"), operator.cert.pem()).expect("write");
+    std::fs::write(
+        dir.path().join("certs/wildcard.key"),
+        operator.signing_key.serialize_pem(),
+    )
+    .expect("write");
+    let inventory = base_inventory().replace(
+        "server_names = [\"*.example.org\"]",
+        "server_names = [\"*.example.org\"]\ntls_cert = \"certs/wildcard.crt\"\ntls_key = \"certs/wildcard.key\"",
+    );
+    let path = dir.path().join("inventory.toml");
+    std::fs::write(&path, inventory).expect("write");
+    render_support::generate_store(dir.path(), &path);
+    let run = render_support::run_in(
+        dir.path(),
+        &["-i", "inventory.toml", "render", "--out", "out"],
+    );
+    assert_eq!(run.status, 0, "stderr: {}", run.stderr);
+    let served =
+        std::fs::read_to_string(dir.path().join("out/m3/etc/nginx/ssl/ingress.crt")).expect("read");
+    assert_eq!(served, operator.cert.pem());
+    let key = dir.path().join("out/m3/etc/nginx/ssl/ingress.key");
+    assert_eq!(mode(&key), 0o600);
+
+    std::fs::remove_file(dir.path().join("certs/wildcard.key")).expect("remove");
+    let run = render_support::run_in(
+        dir.path(),
+        &["-i", "inventory.toml", "render", "--out", "again"],
+    );
+    assert_eq!(run.status, 2, "stderr: {}", run.stderr);
+    assert!(run.stderr.contains("certs/wildcard.key"), "{}", run.stderr);
+    assert!(!dir.path().join("again").exists(), "nothing written");
 }

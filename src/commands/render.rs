@@ -20,10 +20,8 @@ use crate::render::{render_cluster, HostFiles, RenderOptions};
 pub(crate) fn run(global: &GlobalArgs, args: &RenderArgs, printer: &Printer) -> anyhow::Result<()> {
     let resolved = super::load_inventory(&global.inventory, printer)?;
     let cluster = &resolved.cluster;
-    let mut options = RenderOptions::for_cluster(cluster);
-    if let Some(dir) = &global.templates {
-        options.templates_dir = Some(dir.clone());
-    }
+    let options =
+        RenderOptions::for_cluster(cluster).with_templates_flag(global.templates.as_deref());
     let store = Store::open(&cluster.pki_dir);
     let hosts = render_cluster(cluster, &store, &options)?;
 

@@ -100,6 +100,15 @@ impl RenderOptions {
             etcd: EtcdBootstrap::new_cluster(cluster),
         }
     }
+
+    /// The global `--templates DIR` flag, when given, wins over the
+    /// inventory's `templates_dir`.
+    pub fn with_templates_flag(mut self, flag: Option<&std::path::Path>) -> Self {
+        if let Some(dir) = flag {
+            self.templates_dir = Some(dir.to_path_buf());
+        }
+        self
+    }
 }
 
 /// Render every host's files: one [`HostFiles`] per node, masters first

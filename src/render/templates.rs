@@ -219,3 +219,45 @@ fn read_overrides(dir: &Path) -> anyhow::Result<Vec<(String, std::path::PathBuf,
     }
     Ok(overrides)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_file_is_built_in() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("templates folder")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        files.sort();
+        let mut built_in: Vec<String> = BUILT_IN.iter().map(|(name, _)| name.to_string()).collect();
+        built_in.sort();
+        assert_eq!(files, built_in);
+    }
+
+    #[test]
+    fn undefined_variables_are_errors_and_newlines_are_kept() {
+        let templates = Templates::load(None).expect("built-in templates");
+        let error = templates
+            .render("modules-load-k8s.conf", &Value::from(()))
+            .map(|_| ())
+            .err();
+        assert!(error.is_none(), "modules-load uses no variable");
+        let error = templates
+            .render("kubelet.service", &Value::from(()))
+            .expect_err("kubelet.service needs node");
+        assert!(format!("{error:#}").contains("line 1"), "{error:#}");
+        let text = templates
+            .render("modules-load-k8s.conf", &Value::from(()))
+            .expect("render");
+        assert!(text.ends_with(b"br_netfilter\n"));
+    }
+}
