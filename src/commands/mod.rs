@@ -3,6 +3,8 @@
 
 pub(crate) mod completions;
 pub(crate) mod init;
+pub(crate) mod kubeconfig;
+pub(crate) mod pki;
 pub(crate) mod validate;
 
 use std::path::Path;

@@ -26,10 +26,40 @@
 //! nodes/<name>/scheduler.crt/.key
 //! nodes/<name>/scheduler.conf
 //! ```
+//!
+//! Certificate and public key files are 0644, private keys and kubeconfigs
+//! 0600, folders 0700. The store only ever grows: [`ensure`] (what
+//! `pki generate` runs) checks everything that exists and adds what the
+//! inventory lacks, [`import`] adopts an existing cluster's material, and
+//! [`inspect`] reads expiry for `certs check`. What each certificate is
+//! (identity, usages, SANs, issuer) is one table in [`certlist`].
+
+pub(crate) mod atomic_write;
+pub mod certlist;
+mod generate;
+pub mod import;
+pub mod inspect;
+pub(crate) mod issue;
+pub(crate) mod kubeconfig;
+pub(crate) mod material;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+
+pub use generate::{generate, Generated};
+
+use crate::inventory::Cluster;
+
+/// Make the store complete for `cluster` and open it: creates whatever is
+/// missing (see [`generate`]) and never replaces existing material. Fails
+/// with bad input (exit 2), writing nothing, when the existing store is
+/// inconsistent. Other code (rendering, operations) calls this before
+/// reading the store.
+pub fn ensure(cluster: &Cluster) -> anyhow::Result<Store> {
+    generate(cluster)?;
+    Ok(Store::open(&cluster.pki_dir))
+}
 
 /// Read access to a PKI store on disk.
 #[derive(Debug, Clone)]
@@ -46,6 +76,23 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The absolute path of a store file.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.join(relative)
+    }
+
+    /// The bytes of a store file, or `None` when it does not exist.
+    pub fn read_optional(&self, relative: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let path = self.dir.join(relative);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => {
+                Err(error).with_context(|| format!("reading PKI store file {}", path.display()))
+            }
+        }
     }
 
     /// The bytes of a store file, by its path relative to the store.

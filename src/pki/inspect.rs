@@ -1,0 +1,1 @@
+//! Expiry of the store's certificates.
