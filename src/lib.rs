@@ -22,7 +22,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validate => commands::validate::run(&global, &printer),
         Command::Completions(args) => commands::completions::run(&args),
         Command::Pki(command) => commands::pki::run(&command, &global, &printer),
-        Command::Certs(_) => commands::not_yet("certs"),
+        Command::Certs(command) => commands::certs::run(&command, &global, &printer),
         Command::Render(_) => commands::not_yet("render"),
         Command::Plan(_) => commands::not_yet("plan"),
         Command::Bootstrap(_) => commands::not_yet("bootstrap"),

@@ -1,6 +1,7 @@
 //! One module per command, each with a `run` taking its settings and the
 //! printer.
 
+pub(crate) mod certs;
 pub(crate) mod completions;
 pub(crate) mod init;
 pub(crate) mod kubeconfig;

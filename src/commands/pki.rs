@@ -38,6 +38,10 @@ fn import(
             ))
         }
     };
+    for warning in &imported.warnings {
+        printer.warn(warning);
+    }
+    let imported = imported.files;
     if imported.is_empty() {
         printer.output("nothing to import: the store already holds this material");
     } else {

@@ -264,7 +264,15 @@ fn check_leaf(
         (Some((cert_relative, cert)), Some((key_relative, key))) => {
             let cert_path = store.path(&cert_relative);
             let key_path = store.path(&key_relative);
-            match check_pair(&cert_path, &cert, &key_path, &key, ca, spec.authority) {
+            let ca_certificate = ca.map(|ca| &ca.certificate);
+            match check_pair(
+                &cert_path,
+                &cert,
+                &key_path,
+                &key,
+                ca_certificate,
+                spec.authority,
+            ) {
                 Ok(pair) => Some(pair),
                 Err(error) => {
                     problems.push(error);
@@ -337,7 +345,7 @@ pub(crate) fn check_pair(
     cert: &[u8],
     key_path: &Path,
     key: &[u8],
-    ca: Option<&CertificateAuthority>,
+    ca: Option<&Certificate>,
     authority: Authority,
 ) -> anyhow::Result<(Certificate, PrivateKey)> {
     let certificate = Certificate::parse(cert_path, cert)?;
@@ -350,12 +358,12 @@ pub(crate) fn check_pair(
         )));
     }
     if let Some(ca) = ca {
-        if !certificate.is_signed_by(&ca.certificate) {
+        if !certificate.is_signed_by(ca) {
             return Err(bad_input(format!(
                 "{}: not signed by the store's {} ({:?}); it comes from another CA",
                 cert_path.display(),
                 authority.label(),
-                ca.certificate.common_name()
+                ca.common_name()
             )));
         }
     }

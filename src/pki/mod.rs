@@ -43,7 +43,9 @@ pub(crate) mod issue;
 pub(crate) mod kubeconfig;
 pub(crate) mod material;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -62,15 +64,37 @@ pub fn ensure(cluster: &Cluster) -> anyhow::Result<Store> {
 }
 
 /// Read access to a PKI store on disk.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     dir: PathBuf,
+    /// Files about to be written (an import being checked), seen as if they
+    /// were already in the store.
+    pending: Arc<BTreeMap<String, Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Store {
+    /// Only the folder: pending files may hold keys.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Store")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
     pub fn open(dir: &Path) -> Self {
         Store {
             dir: dir.to_path_buf(),
+            pending: Arc::default(),
+        }
+    }
+
+    /// This store as it would be with `pending` written (nothing is written).
+    pub(crate) fn with_pending(&self, pending: BTreeMap<String, Vec<u8>>) -> Store {
+        Store {
+            dir: self.dir.clone(),
+            pending: Arc::new(pending),
         }
     }
 
@@ -85,6 +109,9 @@ impl Store {
 
     /// The bytes of a store file, or `None` when it does not exist.
     pub fn read_optional(&self, relative: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        if let Some(bytes) = self.pending.get(relative) {
+            return Ok(Some(bytes.clone()));
+        }
         let path = self.dir.join(relative);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
