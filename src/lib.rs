@@ -21,14 +21,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(args) => commands::init::run(&args, &printer),
         Command::Validate => commands::validate::run(&global, &printer),
         Command::Completions(args) => commands::completions::run(&args),
-        Command::Pki(_) => commands::not_yet("pki"),
-        Command::Certs(_) => commands::not_yet("certs"),
+        Command::Pki(command) => commands::pki::run(&command, &global, &printer),
+        Command::Certs(command) => commands::certs::run(&command, &global, &printer),
         Command::Render(args) => commands::render::run(&global, &args, &printer),
         Command::Plan(_) => commands::not_yet("plan"),
         Command::Bootstrap(_) => commands::not_yet("bootstrap"),
         Command::AddMaster(_) => commands::not_yet("add-master"),
         Command::AddWorker(_) => commands::not_yet("add-worker"),
         Command::RotateCerts(_) => commands::not_yet("rotate-certs"),
-        Command::Kubeconfig(_) => commands::not_yet("kubeconfig"),
+        Command::Kubeconfig(args) => commands::kubeconfig::run(&args, &global, &printer),
     }
 }

@@ -1,8 +1,11 @@
 //! One module per command, each with a `run` taking its settings and the
 //! printer.
 
+pub(crate) mod certs;
 pub(crate) mod completions;
 pub(crate) mod init;
+pub(crate) mod kubeconfig;
+pub(crate) mod pki;
 pub(crate) mod render;
 pub(crate) mod validate;
 

@@ -389,7 +389,12 @@ pub(super) fn render_host(
     let mut to_render = Vec::new();
     for item in planned {
         let contents = match &item.source {
-            Source::Store(relative) => store.read(relative)?,
+            Source::Store(relative) => store.read_optional(relative)?.ok_or_else(|| {
+                bad_input(format!(
+                    "PKI store {} lacks {relative}: run `ocfk8s pki generate`",
+                    store.dir().display()
+                ))
+            })?,
             Source::Operator(path) => std::fs::read(path).map_err(|error| {
                 bad_input(format!(
                     "cannot read the ingress certificate file {} (from [ingress] in {}): {error}",

@@ -157,10 +157,12 @@ fn check_store(cluster: &Cluster, store: &crate::pki::Store) -> anyhow::Result<(
             dir.display()
         )));
     }
-    let missing: Vec<String> = required_store_files(cluster)
-        .into_iter()
-        .filter(|relative| !dir.join(relative).is_file())
-        .collect();
+    let mut missing = Vec::new();
+    for relative in required_store_files(cluster) {
+        if store.read_optional(&relative)?.is_none() {
+            missing.push(relative);
+        }
+    }
     if missing.is_empty() {
         return Ok(());
     }
