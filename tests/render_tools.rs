@@ -183,3 +183,79 @@ fn keepalived_rejects_a_broken_configuration() {
     );
     assert!(!output.status.success(), "{}", output_text(&output));
 }
+
+/// The command line of a unit's `ExecStart=`, continuation lines joined.
+fn exec_start(unit: &str) -> String {
+    let joined = unit.replace("\\\n", " ");
+    joined
+        .lines()
+        .find_map(|line| line.strip_prefix("ExecStart="))
+        .expect("ExecStart")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn etcd_starts_from_the_rendered_unit_and_demands_client_certificates() {
+    // One master, so its etcd is a whole cluster. It runs in a private
+    // network namespace holding the master's address, with the rendered
+    // /etc laid over /etc and a fresh /var/lib/etcd: nothing on this
+    // machine is touched and no port is shared with anything else.
+    let inventory = base_inventory()
+        .replace("[[master]]\nname = \"m2\"\naddress = \"192.0.2.12\"\n", "")
+        .replace("[[master]]\nname = \"m3\"\naddress = \"192.0.2.13\"\n", "");
+    let rendered = render(&inventory, &[]);
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    let unit = rendered.text("m1", "/etc/systemd/system/etcd.service");
+    assert!(unit.contains("EnvironmentFile=/etc/kubernetes/etcd-initial-cluster.env\n"));
+    let command = exec_start(&unit);
+    let pki = "/etc/kubernetes/pki/etcd";
+    let etcdctl = format!(
+        "etcdctl --endpoints=https://127.0.0.1:2379,https://192.0.2.11:2379 --cacert={pki}/ca.crt --command-timeout=2s"
+    );
+    let script = format!(
+        r#"mount -t tmpfs tmpfs /var/lib/etcd
+ip link set lo up
+ip addr add 192.0.2.11/32 dev lo
+set -a; . /etc/kubernetes/etcd-initial-cluster.env; set +a
+{command} >/tmp/etcd.log 2>&1 &
+etcd=$!
+trap 'kill $etcd; wait $etcd' EXIT
+healthy=no
+for attempt in $(seq 1 50); do
+  if {etcdctl} --cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key endpoint health >/dev/null 2>&1; then
+    healthy=yes; break
+  fi
+  sleep 0.2
+done
+echo "healthy=$healthy"
+[ "$healthy" = yes ] || cat /tmp/etcd.log
+{etcdctl} --cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key member list
+if {etcdctl} endpoint health >/dev/null 2>&1; then echo "anonymous=accepted"; else echo "anonymous=refused"; fi
+"#
+    );
+    let output = with_rendered_etc_and_network(&rendered.host("m1"), &script);
+    let text = output_text(&output);
+    assert!(
+        text.contains("healthy=yes"),
+        "etcd did not become healthy:\n{text}"
+    );
+    assert!(
+        text.contains("m1, https://192.0.2.11:2380, https://192.0.2.11:2379"),
+        "{text}"
+    );
+    assert!(text.contains("anonymous=refused"), "{text}");
+}
+
+/// Like [`with_rendered_etc`], in a private network namespace too.
+fn with_rendered_etc_and_network(host_tree: &Path, script: &str) -> std::process::Output {
+    let lower = format!("lowerdir={}:/etc", host_tree.join("etc").display());
+    Command::new("unshare")
+        .args(["--mount", "--net", "--propagation", "private", "sh", "-ec"])
+        .arg(format!(
+            "mount -t overlay overlay -o {lower} /etc\nmount -t tmpfs tmpfs /tmp\n{script}"
+        ))
+        .output()
+        .expect("run unshare")
+}
