@@ -235,7 +235,7 @@ echo "healthy=$healthy"
 if {etcdctl} endpoint health >/dev/null 2>&1; then echo "anonymous=accepted"; else echo "anonymous=refused"; fi
 "#
     );
-    let output = with_rendered_etc_and_network(&rendered.host("m1"), &script);
+    let output = with_rendered_etc_and_network(&rendered.host("m1"), None, &script);
     let text = output_text(&output);
     assert!(
         text.contains("healthy=yes"),
@@ -248,9 +248,20 @@ if {etcdctl} endpoint health >/dev/null 2>&1; then echo "anonymous=accepted"; el
     assert!(text.contains("anonymous=refused"), "{text}");
 }
 
-/// Like [`with_rendered_etc`], in a private network namespace too.
-fn with_rendered_etc_and_network(host_tree: &Path, script: &str) -> std::process::Output {
-    let lower = format!("lowerdir={}:/etc", host_tree.join("etc").display());
+/// Like [`with_rendered_etc`], in a private network namespace too, with
+/// `extra_etc` (when given) laid over the rendered `/etc`.
+fn with_rendered_etc_and_network(
+    host_tree: &Path,
+    extra_etc: Option<&Path>,
+    script: &str,
+) -> std::process::Output {
+    let mut layers = Vec::new();
+    if let Some(extra) = extra_etc {
+        layers.push(extra.display().to_string());
+    }
+    layers.push(host_tree.join("etc").display().to_string());
+    layers.push("/etc".to_string());
+    let lower = format!("lowerdir={}", layers.join(":"));
     Command::new("unshare")
         .args(["--mount", "--net", "--propagation", "private", "sh", "-ec"])
         .arg(format!(
@@ -258,4 +269,50 @@ fn with_rendered_etc_and_network(host_tree: &Path, script: &str) -> std::process
         ))
         .output()
         .expect("run unshare")
+}
+
+#[test]
+fn nginx_terminates_tls_and_forwards_host_and_client_to_a_live_ingress_node() {
+    // nginx runs from the rendered site in a private network namespace that
+    // holds w2's address, where a stand-in for ingress-nginx answers on the
+    // NodePort with the headers it received; w1 is unreachable, so every
+    // request also proves a failing upstream is skipped.
+    let rendered = render(&base_inventory(), &[]);
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    let extra = tempfile::tempdir().expect("temp dir");
+    let conf_d = extra.path().join("nginx/conf.d");
+    std::fs::create_dir_all(&conf_d).expect("mkdir");
+    std::fs::write(
+        conf_d.join("zz-ingress-node.conf"),
+        "server {\n    listen 192.0.2.22:31234;\n    location / {\n        default_type text/plain;\n        \
+         return 200 \"host=$host xff=$http_x_forwarded_for proto=$http_x_forwarded_proto uri=$request_uri\\n\";\n    }\n}\n",
+    )
+    .expect("write");
+    let script = format!(
+        r#"for dir in /run /var/log/nginx /var/lib/nginx; do mount -t tmpfs tmpfs $dir; done
+ip link set lo up
+ip addr add 192.0.2.22/32 dev lo
+nginx
+trap 'nginx -s stop' EXIT
+for attempt in 1 2 3 4; do
+  curl -sS --cacert /etc/nginx/ssl/ingress.crt --resolve app.example.org:443:127.0.0.1 https://app.example.org/hello?n=$attempt
+done
+curl -sS -o /dev/null -w 'redirect=%{{http_code}} %{{redirect_url}}\n' --resolve app.example.org:80:127.0.0.1 http://app.example.org/x
+"#
+    );
+    let output = with_rendered_etc_and_network(&rendered.host("m1"), Some(extra.path()), &script);
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    for attempt in 1..=4 {
+        assert!(
+            text.contains(&format!(
+                "host=app.example.org xff=127.0.0.1 proto=https uri=/hello?n={attempt}\n"
+            )),
+            "request {attempt}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("redirect=301 https://app.example.org/x"),
+        "{text}"
+    );
 }
