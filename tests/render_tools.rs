@@ -288,8 +288,7 @@ fn nginx_terminates_tls_and_forwards_host_and_client_to_a_live_ingress_node() {
          return 200 \"host=$host xff=$http_x_forwarded_for proto=$http_x_forwarded_proto uri=$request_uri\\n\";\n    }\n}\n",
     )
     .expect("write");
-    let script = format!(
-        r#"for dir in /run /var/log/nginx /var/lib/nginx; do mount -t tmpfs tmpfs $dir; done
+    let script = r#"for dir in /run /var/log/nginx /var/lib/nginx; do mount -t tmpfs tmpfs $dir; done
 ip link set lo up
 ip addr add 192.0.2.22/32 dev lo
 nginx
@@ -297,10 +296,9 @@ trap 'nginx -s stop' EXIT
 for attempt in 1 2 3 4; do
   curl -sS --cacert /etc/nginx/ssl/ingress.crt --resolve app.example.org:443:127.0.0.1 https://app.example.org/hello?n=$attempt
 done
-curl -sS -o /dev/null -w 'redirect=%{{http_code}} %{{redirect_url}}\n' --resolve app.example.org:80:127.0.0.1 http://app.example.org/x
-"#
-    );
-    let output = with_rendered_etc_and_network(&rendered.host("m1"), Some(extra.path()), &script);
+curl -sS -o /dev/null -w 'redirect=%{http_code} %{redirect_url}\n' --resolve app.example.org:80:127.0.0.1 http://app.example.org/x
+"#;
+    let output = with_rendered_etc_and_network(&rendered.host("m1"), Some(extra.path()), script);
     let text = output_text(&output);
     assert!(output.status.success(), "{text}");
     for attempt in 1..=4 {
