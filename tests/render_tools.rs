@@ -314,3 +314,38 @@ curl -sS -o /dev/null -w 'redirect=%{http_code} %{redirect_url}\n' --resolve app
         "{text}"
     );
 }
+
+#[test]
+fn keepalived_takes_the_vip_with_nginx_and_drops_it_without() {
+    // m1 alone in a private network namespace, its eth0 one end of a veth
+    // pair: keepalived from the rendered configuration takes the VIP while
+    // nginx runs, and gives it up when nginx stops.
+    let rendered = render(&base_inventory(), &[]);
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    let script = r#"for dir in /run /var/log/nginx /var/lib/nginx; do mount -t tmpfs tmpfs $dir; done
+ip link set lo up
+ip link add eth0 type veth peer name peer0
+ip link set peer0 up
+ip link set eth0 up
+ip addr add 192.0.2.11/24 dev eth0
+nginx
+keepalived --dont-fork --log-console --vrrp -f /etc/keepalived/keepalived.conf >/tmp/keepalived.log 2>&1 &
+keepalived=$!
+trap 'kill $keepalived; wait $keepalived; nginx -s stop 2>/dev/null || true' EXIT
+has_vip() { ip -br addr show dev eth0 | grep -q ' 192.0.2.100/'; }
+for attempt in $(seq 1 80); do has_vip && break; sleep 0.1; done
+if has_vip; then echo "with nginx: vip"; else echo "with nginx: no vip"; fi
+nginx -s stop
+for attempt in $(seq 1 60); do has_vip || break; sleep 0.1; done
+if has_vip; then echo "without nginx: vip"; else echo "without nginx: no vip"; fi
+cat /tmp/keepalived.log
+"#;
+    let output = with_rendered_etc_and_network(&rendered.host("m1"), None, script);
+    let text = output_text(&output);
+    assert!(text.contains("with nginx: vip\n"), "{text}");
+    assert!(text.contains("without nginx: no vip\n"), "{text}");
+    assert!(
+        text.contains("VRRP_Script(ocfk8s_nginx) succeeded"),
+        "{text}"
+    );
+}
