@@ -349,3 +349,51 @@ cat /tmp/keepalived.log
         "{text}"
     );
 }
+
+#[test]
+fn keepalived_apiserver_check_passes_only_when_the_local_apiserver_is_ready() {
+    // The check keepalived runs when the endpoint is the VIP, run as is
+    // against a stand-in apiserver on 127.0.0.1:6443 serving the master's
+    // own apiserver certificate: the check must trust it (CA from
+    // admin.conf, name "kubernetes") and follow /readyz.
+    let rendered = render(&vip_endpoint_inventory(), &[]);
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    let conf = rendered.text("m1", "/etc/keepalived/keepalived.conf");
+    let check = conf
+        .split("vrrp_script ocfk8s_apiserver {")
+        .nth(1)
+        .and_then(|block| {
+            block
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("script \""))
+        })
+        .and_then(|script| script.strip_suffix('"'))
+        .expect("apiserver check")
+        .to_string();
+    let extra = tempfile::tempdir().expect("temp dir");
+    let conf_d = extra.path().join("nginx/conf.d");
+    std::fs::create_dir_all(&conf_d).expect("mkdir");
+    std::fs::write(
+        conf_d.join("zz-apiserver.conf"),
+        "server {\n    listen 127.0.0.1:6443 ssl;\n    ssl_certificate /etc/kubernetes/pki/apiserver.crt;\n    \
+         ssl_certificate_key /etc/kubernetes/pki/apiserver.key;\n    \
+         location = /readyz { if (-f /run/apiserver-ready) { return 200 \"ok\"; } return 500 \"not ready\"; }\n}\n",
+    )
+    .expect("write");
+    let script = format!(
+        r#"for dir in /run /var/log/nginx /var/lib/nginx; do mount -t tmpfs tmpfs $dir; done
+export HOME=/tmp
+ip link set lo up
+nginx
+trap 'nginx -s stop' EXIT
+touch /run/apiserver-ready
+if {check} >/tmp/check.log 2>&1; then echo "ready: pass"; else echo "ready: fail"; cat /tmp/check.log; fi
+rm /run/apiserver-ready
+if {check} >/tmp/check.log 2>&1; then echo "not ready: pass"; else echo "not ready: fail"; fi
+"#
+    );
+    let output = with_rendered_etc_and_network(&rendered.host("m1"), Some(extra.path()), &script);
+    let text = output_text(&output);
+    assert!(text.contains("ready: pass\n"), "{check}\n{text}");
+    assert!(text.contains("not ready: fail\n"), "{check}\n{text}");
+}
