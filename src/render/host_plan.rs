@@ -277,21 +277,12 @@ fn plan(cluster: &Cluster, node: &Node) -> Vec<Planned> {
         "etcd-initial-cluster.env",
         NOTHING,
     ));
-    for component in [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
+    for name in [
+        "kube-apiserver.yaml",
+        "kube-controller-manager.yaml",
+        "kube-scheduler.yaml",
     ] {
-        let name = match component {
-            "kube-apiserver" => "kube-apiserver.yaml",
-            "kube-controller-manager" => "kube-controller-manager.yaml",
-            _ => "kube-scheduler.yaml",
-        };
-        planned.push(template(
-            &format!("{MANIFESTS}/{component}.yaml"),
-            name,
-            NOTHING,
-        ));
+        planned.push(template(&format!("{MANIFESTS}/{name}"), name, NOTHING));
     }
 
     // Addons, applied with kubectl.
