@@ -52,8 +52,10 @@ const PKI: &str = "/etc/kubernetes/pki";
 const MANIFESTS: &str = "/etc/kubernetes/manifests";
 const ADDONS: &str = "/etc/kubernetes/addons";
 
-/// Path of the environment file holding etcd's initial-cluster settings.
-pub(crate) const ETCD_INITIAL_CLUSTER_ENV: &str = "/etc/kubernetes/etcd-initial-cluster.env";
+/// The per-master environment file holding etcd's initial-cluster settings
+/// (`/etc/kubernetes/etcd-initial-cluster.env`): read by etcd only on its
+/// first start, so it restarts nothing when it changes.
+pub const ETCD_INITIAL_CLUSTER_ENV: &str = "/etc/kubernetes/etcd-initial-cluster.env";
 
 /// The files each control-plane component reads, for the
 /// `ocfk8s/inputs-sha256` annotation of its manifest.

@@ -5,10 +5,10 @@
 //!
 //! # What a host receives
 //!
-//! [`host_plan`] is the one table of what each host gets: certificates, keys
+//! `host_plan.rs` holds the one table of what each host gets: certificates, keys
 //! and kubeconfigs copied from the PKI store (kubeadm's paths under
 //! `/etc/kubernetes`), and files rendered from the templates in
-//! `templates/` (see [`templates`]). Workers get only the CA certificate
+//! `templates/` (see `templates.rs`). Workers get only the CA certificate
 //! from the PKI: never a CA key, `sa.key` or anything of etcd's.
 //!
 //! # Restarts
@@ -25,7 +25,7 @@
 //!
 //! `etcd.service` is the same whatever the operation: the initial member
 //! list, state and token live in a small per-master environment file,
-//! `/etc/kubernetes/etcd-initial-cluster.env`, read through
+//! [`ETCD_INITIAL_CLUSTER_ENV`], read through
 //! `EnvironmentFile=`. etcd reads those settings only when its data folder
 //! is empty (its first start); afterwards they are ignored. So when
 //! `add-master` renders with [`InitialClusterState::Existing`] and a longer
@@ -41,6 +41,7 @@ use std::path::PathBuf;
 
 pub use files::{HostFiles, RenderedFile};
 pub(crate) use host_plan::required_store_files;
+pub use host_plan::ETCD_INITIAL_CLUSTER_ENV;
 
 use crate::error::bad_input;
 use crate::inventory::Cluster;
