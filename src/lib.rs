@@ -25,17 +25,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(args) => commands::init::run(&args, &printer),
         Command::Validate => commands::validate::run(&global, &printer),
         Command::Completions(args) => commands::completions::run(&args),
-        Command::Pki(_) => commands::not_yet("pki"),
+        Command::Pki(command) => commands::pki::run(&command, &global, &printer),
         Command::Certs(cli::CertsCommand::Check(args)) if args.remote => {
             commands::certs_remote::run(&global, &args, &printer)
         }
-        Command::Certs(_) => commands::not_yet("certs"),
-        Command::Render(_) => commands::not_yet("render"),
+        Command::Certs(command) => commands::certs::run(&command, &global, &printer),
+        Command::Render(args) => commands::render::run(&global, &args, &printer),
         Command::Plan(args) => commands::plan::run(&global, &args, &printer),
         Command::Bootstrap(args) => commands::bootstrap::run(&global, &args, &printer),
         Command::AddMaster(_) => commands::not_yet("add-master"),
         Command::AddWorker(_) => commands::not_yet("add-worker"),
         Command::RotateCerts(_) => commands::not_yet("rotate-certs"),
-        Command::Kubeconfig(_) => commands::not_yet("kubeconfig"),
+        Command::Kubeconfig(args) => commands::kubeconfig::run(&args, &global, &printer),
     }
 }

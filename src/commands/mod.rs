@@ -2,10 +2,14 @@
 //! printer.
 
 pub(crate) mod bootstrap;
+pub(crate) mod certs;
 pub(crate) mod certs_remote;
 pub(crate) mod completions;
 pub(crate) mod init;
+pub(crate) mod kubeconfig;
+pub(crate) mod pki;
 pub(crate) mod plan;
+pub(crate) mod render;
 pub(crate) mod validate;
 
 use std::path::Path;

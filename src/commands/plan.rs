@@ -27,7 +27,7 @@ pub(crate) fn show(
     exit_code: bool,
     printer: &Printer,
 ) -> anyhow::Result<()> {
-    let desired = desired_files(cluster)?;
+    let desired = desired_files(cluster, global.templates.as_deref())?;
     let nodes: Vec<&Node> = cluster.nodes().collect();
     let concurrency = fleet::concurrency(cluster, global.concurrency);
     let plans = fleet::runtime()?.block_on(async {

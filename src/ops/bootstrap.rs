@@ -57,7 +57,7 @@ pub(crate) fn run(
             &progress,
         )
         .await?;
-        let result = run_phases(cluster, &phases, &fleet, printer, &progress).await;
+        let result = run_phases(cluster, global, &phases, &fleet, printer, &progress).await;
         drop(progress);
         fleet.close().await;
         result
@@ -66,6 +66,7 @@ pub(crate) fn run(
 
 async fn run_phases(
     cluster: &Cluster,
+    global: &GlobalArgs,
     phases: &[Phase],
     fleet: &Fleet,
     printer: &Printer,
@@ -79,7 +80,7 @@ async fn run_phases(
                 printer.info("install: nothing to install ([install] method = \"none\")")
             }
             Phase::Files => {
-                let desired = desired_files(cluster)?;
+                let desired = desired_files(cluster, global.templates.as_deref())?;
                 let results = fleet.push(&desired, progress).await?;
                 let changed: Vec<_> = results
                     .iter()
@@ -104,9 +105,21 @@ async fn run_phases(
     Ok(())
 }
 
-/// Create what is missing in the PKI store.
+/// Create what is missing in the PKI store; never replace what exists.
 fn pki_phase(cluster: &Cluster, printer: &Printer) -> anyhow::Result<()> {
-    printer.detail(&format!("pki: store {}", cluster.pki_dir.display()));
+    let generated = crate::pki::generate(cluster)?;
+    if generated.created.is_empty() {
+        printer.info(&format!(
+            "pki: the store {} is complete",
+            cluster.pki_dir.display()
+        ));
+    } else {
+        printer.info(&format!(
+            "pki: created {} file(s) in {}",
+            generated.created.len(),
+            cluster.pki_dir.display()
+        ));
+    }
     Ok(())
 }
 

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 
+use sha2::{Digest, Sha256};
+
 /// One file a host receives, byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedFile {
@@ -20,6 +22,14 @@ pub struct RenderedFile {
     pub restarts: Vec<String>,
 }
 
+impl RenderedFile {
+    /// SHA-256 of the contents, lowercase hex: what plans show for secrets
+    /// and what is compared with a host's file.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(Sha256::digest(&self.contents))
+    }
+}
+
 /// Everything one host receives.
 #[derive(Debug, Clone)]
 pub struct HostFiles {
@@ -30,6 +40,22 @@ pub struct HostFiles {
 }
 
 impl HostFiles {
+    /// The file at absolute `path`, if this host receives it.
+    pub fn file(&self, path: &str) -> Option<&RenderedFile> {
+        self.files
+            .binary_search_by(|file| file.path.as_str().cmp(path))
+            .ok()
+            .map(|index| &self.files[index])
+    }
+
+    /// Every unit some file of this host restarts (the host's services).
+    pub fn units(&self) -> BTreeSet<String> {
+        self.files
+            .iter()
+            .flat_map(|file| file.restarts.iter().cloned())
+            .collect()
+    }
+
     /// Units whose inputs are among `changed` paths.
     pub fn units_to_restart<'a>(
         &self,

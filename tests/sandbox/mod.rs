@@ -122,12 +122,12 @@ impl Sandbox {
         format!("{}-{name}", self.bridge)
     }
 
-    /// An inventory for these hosts; `ssh_extra` lines go into `[ssh]`,
-    /// `extra` at the end.
-    pub fn inventory(&self, file: &str, ssh_extra: &str, extra: &str) -> PathBuf {
+    /// An inventory for these hosts; `cluster_extra` lines go into
+    /// `[cluster]`, `ssh_extra` lines into `[ssh]`, `extra` at the end.
+    pub fn inventory(&self, file: &str, cluster_extra: &str, ssh_extra: &str, extra: &str) -> PathBuf {
         let mut text = format!(
             "[cluster]\nname = \"sandbox{subnet}\"\nkubernetes_version = \"1.31.4\"\n\
-             pod_cidr = \"10.244.0.0/16\"\nservice_cidr = \"10.96.0.0/12\"\npki_dir = \"pki\"\n\n\
+             pod_cidr = \"10.244.0.0/16\"\nservice_cidr = \"10.96.0.0/12\"\npki_dir = \"pki\"\n{cluster_extra}\n\n\
              [ssh]\nuser = \"root\"\nknown_hosts = \"state/known_hosts\"\nidentity_file = \"state/id_ed25519\"\n\
              connect_timeout_secs = 3\n{ssh_extra}\n\n[install]\nmethod = \"none\"\n",
             subnet = self.subnet

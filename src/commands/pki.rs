@@ -1,0 +1,75 @@
+//! `ocfk8s pki generate` and `ocfk8s pki import`.
+
+use crate::cli::{GlobalArgs, PkiCommand, PkiImportArgs};
+use crate::pki;
+use crate::printer::Printer;
+
+pub(crate) fn run(
+    command: &PkiCommand,
+    global: &GlobalArgs,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let resolved = super::load_inventory(&global.inventory, printer)?;
+    let cluster = &resolved.cluster;
+    match command {
+        PkiCommand::Generate => {
+            let generated = pki::generate(cluster)?;
+            report(printer, cluster, &generated.created);
+            Ok(())
+        }
+        PkiCommand::Import(args) => import(args, cluster, printer),
+    }
+}
+
+fn import(
+    args: &PkiImportArgs,
+    cluster: &crate::inventory::Cluster,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let imported = match (&args.from_kubeadm, &args.from_kubetool, &args.node) {
+        (Some(dir), _, Some(node)) => pki::import::from_kubeadm(cluster, dir, node)?,
+        (Some(_), _, None) => {
+            return Err(crate::error::bad_input("--from-kubeadm needs --node NAME"))
+        }
+        (None, Some(dir), _) => pki::import::from_kubetool(cluster, dir)?,
+        (None, None, _) => {
+            return Err(crate::error::bad_input(
+                "give --from-kubeadm DIR --node NAME or --from-kubetool DIR",
+            ))
+        }
+    };
+    for warning in &imported.warnings {
+        printer.warn(warning);
+    }
+    let imported = imported.files;
+    if imported.is_empty() {
+        printer.output("nothing to import: the store already holds this material");
+    } else {
+        printer.output(&format!(
+            "imported {} file{} into {}",
+            imported.len(),
+            if imported.len() == 1 { "" } else { "s" },
+            cluster.pki_dir.display()
+        ));
+        for file in &imported {
+            printer.detail(&format!("  {file}"));
+        }
+    }
+    Ok(())
+}
+
+fn report(printer: &Printer, cluster: &crate::inventory::Cluster, created: &[String]) {
+    if created.is_empty() {
+        printer.output("PKI store up to date, nothing to do");
+        return;
+    }
+    printer.output(&format!(
+        "created {} file{} in {}",
+        created.len(),
+        if created.len() == 1 { "" } else { "s" },
+        cluster.pki_dir.display()
+    ));
+    for file in created {
+        printer.detail(&format!("  {file}"));
+    }
+}

@@ -1,0 +1,532 @@
+//! `pki generate`: bring the store up to what the inventory needs, adding
+//! only what is missing.
+//!
+//! Two stages. [`plan`] reads and checks the whole existing store (every CA
+//! pair, every leaf against its key and its CA, every kubeconfig against the
+//! files it duplicates) and collects every problem; if there is any, the run
+//! stops with bad input (exit 2) before anything is written. Then the
+//! missing material is minted, leaves in parallel (RSA key generation
+//! dominates and scales with cores), and written in one durable batch.
+//!
+//! Existing material is never replaced: a CA is created only when neither it
+//! nor anything it could have signed exists, and a leaf only when none of its
+//! files exist. A kubeconfig missing beside an existing certificate pair is
+//! rebuilt from that pair; a pair missing beside an existing kubeconfig is
+//! taken from the kubeconfig.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::atomic_write::{self, NewFile, PRIVATE, PUBLIC};
+use super::certlist::{self, Authority, LeafSpec, SERVICE_ACCOUNT_KEY, SERVICE_ACCOUNT_PUB};
+use super::issue;
+use super::kubeconfig;
+use super::material::{self, Certificate, CertificateAuthority, PrivateKey};
+use super::Store;
+use crate::error::bad_input;
+use crate::inventory::Cluster;
+
+/// What a `pki generate` run created.
+#[derive(Debug, Clone, Default)]
+pub struct Generated {
+    /// Store-relative paths of the files written, in store order.
+    pub created: Vec<String>,
+}
+
+enum AuthorityState {
+    Existing(Box<CertificateAuthority>),
+    Create,
+    /// Present but unusable; the problem is already recorded.
+    Broken,
+}
+
+enum LeafAction {
+    /// Nothing exists: a new key and certificate (and kubeconfig).
+    Create,
+    /// The pair exists; only its kubeconfig is missing.
+    WriteKubeconfig(Certificate, PrivateKey),
+    /// The kubeconfig exists; its embedded pair becomes the files.
+    AdoptFromKubeconfig(Certificate, PrivateKey),
+}
+
+enum ServiceAccountAction {
+    Keep,
+    WritePublic(String),
+    Create,
+}
+
+pub(crate) struct Plan {
+    authorities: BTreeMap<Authority, AuthorityState>,
+    service_account: ServiceAccountAction,
+    leaves: Vec<(LeafSpec, LeafAction)>,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        !self
+            .authorities
+            .values()
+            .any(|state| matches!(state, AuthorityState::Create))
+            && matches!(self.service_account, ServiceAccountAction::Keep)
+            && self.leaves.is_empty()
+    }
+}
+
+/// Check the store and create what the inventory needs; see the module docs.
+pub fn generate(cluster: &Cluster) -> anyhow::Result<Generated> {
+    let store = Store::open(&cluster.pki_dir);
+    let plan = plan(cluster, &store)?;
+    if plan.is_empty() {
+        return Ok(Generated::default());
+    }
+    let files = execute(cluster, plan)?;
+    atomic_write::write_batch(store.dir(), &files)?;
+    Ok(Generated {
+        created: files.into_iter().map(|file| file.relative).collect(),
+    })
+}
+
+/// Collects every problem found, so one run reports them all.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn push(&mut self, error: anyhow::Error) {
+        self.0.push(format!("{error:#}"));
+    }
+
+    fn say(&mut self, message: String) {
+        self.0.push(message);
+    }
+
+    fn into_result(self) -> anyhow::Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        Err(bad_input(format!(
+            "the PKI store is inconsistent; nothing was written:\n  {}",
+            self.0.join("\n  ")
+        )))
+    }
+}
+
+/// Read and check the existing store; decide what to create.
+pub(crate) fn plan(cluster: &Cluster, store: &Store) -> anyhow::Result<Plan> {
+    let mut problems = Problems::default();
+    let mut authorities = BTreeMap::new();
+    for authority in certlist::authorities(cluster) {
+        let state = check_authority(store, authority, &mut problems)?;
+        authorities.insert(authority, state);
+    }
+
+    let service_account = check_service_account(store, &mut problems)?;
+
+    let mut leaves = Vec::new();
+    for spec in certlist::leaves(cluster) {
+        let state = authorities
+            .get(&spec.authority)
+            .unwrap_or(&AuthorityState::Broken);
+        if let Some(action) = check_leaf(store, &spec, state, &mut problems)? {
+            leaves.push((spec, action));
+        }
+    }
+    problems.into_result()?;
+    Ok(Plan {
+        authorities,
+        service_account,
+        leaves,
+    })
+}
+
+fn check_authority(
+    store: &Store,
+    authority: Authority,
+    problems: &mut Problems,
+) -> anyhow::Result<AuthorityState> {
+    let cert_path = store.path(authority.cert_path());
+    let key_path = store.path(authority.key_path());
+    let state = match (
+        store.read_optional(authority.cert_path())?,
+        store.read_optional(authority.key_path())?,
+    ) {
+        (Some(cert), Some(key)) => {
+            match CertificateAuthority::load(&cert_path, &cert, &key_path, &key) {
+                Ok(loaded) => AuthorityState::Existing(Box::new(loaded)),
+                Err(error) => {
+                    problems.push(error);
+                    AuthorityState::Broken
+                }
+            }
+        }
+        (Some(_), None) => {
+            problems.say(format!(
+                "{}: missing, but its CA certificate {} exists (a CA is never regenerated)",
+                key_path.display(),
+                cert_path.display()
+            ));
+            AuthorityState::Broken
+        }
+        (None, Some(_)) => {
+            problems.say(format!(
+                "{}: exists without its certificate {}",
+                key_path.display(),
+                cert_path.display()
+            ));
+            AuthorityState::Broken
+        }
+        (None, None) => AuthorityState::Create,
+    };
+    Ok(state)
+}
+
+fn check_service_account(
+    store: &Store,
+    problems: &mut Problems,
+) -> anyhow::Result<ServiceAccountAction> {
+    let key_path = store.path(SERVICE_ACCOUNT_KEY);
+    let public_path = store.path(SERVICE_ACCOUNT_PUB);
+    let action = match (
+        store.read_optional(SERVICE_ACCOUNT_KEY)?,
+        store.read_optional(SERVICE_ACCOUNT_PUB)?,
+    ) {
+        (Some(key), public) => match PrivateKey::parse(&key_path, &key) {
+            Ok(key) => match public {
+                Some(public) if material::public_key_matches(&public, &key) => {
+                    ServiceAccountAction::Keep
+                }
+                Some(_) => {
+                    problems.say(format!(
+                        "{}: not the public half of {}",
+                        public_path.display(),
+                        key_path.display()
+                    ));
+                    ServiceAccountAction::Keep
+                }
+                None => ServiceAccountAction::WritePublic(key.public_pem()),
+            },
+            Err(error) => {
+                problems.push(error);
+                ServiceAccountAction::Keep
+            }
+        },
+        (None, Some(_)) => {
+            problems.say(format!(
+                "{}: exists without its private key {}",
+                public_path.display(),
+                key_path.display()
+            ));
+            ServiceAccountAction::Keep
+        }
+        (None, None) => ServiceAccountAction::Create,
+    };
+    Ok(action)
+}
+
+/// Check a leaf's existing files; `None` when nothing is to be written.
+fn check_leaf(
+    store: &Store,
+    spec: &LeafSpec,
+    authority: &AuthorityState,
+    problems: &mut Problems,
+) -> anyhow::Result<Option<LeafAction>> {
+    let read = |relative: String, wanted: bool| -> anyhow::Result<Option<(String, Vec<u8>)>> {
+        if !wanted {
+            return Ok(None);
+        }
+        Ok(store
+            .read_optional(&relative)?
+            .map(|bytes| (relative, bytes)))
+    };
+    let cert = read(spec.cert_path(), spec.files)?;
+    let key = read(spec.key_path(), spec.files)?;
+    let conf = read(spec.conf_path(), spec.kubeconfig.is_some())?;
+
+    let ca = match authority {
+        AuthorityState::Existing(ca) => Some(ca.as_ref()),
+        AuthorityState::Broken => None,
+        AuthorityState::Create => {
+            if let Some((relative, _)) = cert.iter().chain(&key).chain(&conf).next() {
+                problems.say(format!(
+                    "{}: exists, but its CA {} does not; refusing to create a new CA \
+                     while material from the old one remains",
+                    store.path(relative).display(),
+                    store.path(spec.authority.cert_path()).display()
+                ));
+                return Ok(None);
+            }
+            return Ok(Some(LeafAction::Create));
+        }
+    };
+
+    let pair = match (cert, key) {
+        (Some((cert_relative, cert)), Some((key_relative, key))) => {
+            let cert_path = store.path(&cert_relative);
+            let key_path = store.path(&key_relative);
+            let ca_certificate = ca.map(|ca| &ca.certificate);
+            match check_pair(
+                &cert_path,
+                &cert,
+                &key_path,
+                &key,
+                ca_certificate,
+                spec.authority,
+            ) {
+                Ok(pair) => Some(pair),
+                Err(error) => {
+                    problems.push(error);
+                    return Ok(None);
+                }
+            }
+        }
+        (Some((cert_relative, _)), None) => {
+            problems.say(format!(
+                "{}: missing, but its certificate {} exists",
+                store.path(&spec.key_path()).display(),
+                store.path(&cert_relative).display()
+            ));
+            return Ok(None);
+        }
+        (None, Some((key_relative, _))) => {
+            problems.say(format!(
+                "{}: exists without its certificate {}",
+                store.path(&key_relative).display(),
+                store.path(&spec.cert_path()).display()
+            ));
+            return Ok(None);
+        }
+        (None, None) => None,
+    };
+
+    let embedded = match conf {
+        Some((relative, bytes)) => {
+            let path = store.path(&relative);
+            match check_kubeconfig(&path, &bytes, ca, spec.authority) {
+                Ok(embedded) => Some((path, embedded)),
+                Err(error) => {
+                    problems.push(error);
+                    return Ok(None);
+                }
+            }
+        }
+        None => None,
+    };
+
+    let action = match (pair, embedded) {
+        (Some((certificate, key)), None) if spec.kubeconfig.is_some() => {
+            Some(LeafAction::WriteKubeconfig(certificate, key))
+        }
+        (Some(_), None) => None,
+        (Some((certificate, _)), Some((path, embedded))) => {
+            if embedded.certificate.der != certificate.der {
+                problems.say(format!(
+                    "{}: embeds a different client certificate than {}",
+                    path.display(),
+                    store.path(&spec.cert_path()).display()
+                ));
+            }
+            None
+        }
+        (None, Some((_, embedded))) if spec.files => Some(LeafAction::AdoptFromKubeconfig(
+            embedded.certificate,
+            embedded.key,
+        )),
+        (None, Some(_)) => None,
+        (None, None) => Some(LeafAction::Create),
+    };
+    Ok(action)
+}
+
+/// A leaf pair: both parse, the key is the certificate's, and the store's
+/// CA signed it.
+pub(crate) fn check_pair(
+    cert_path: &Path,
+    cert: &[u8],
+    key_path: &Path,
+    key: &[u8],
+    ca: Option<&Certificate>,
+    authority: Authority,
+) -> anyhow::Result<(Certificate, PrivateKey)> {
+    let certificate = Certificate::parse(cert_path, cert)?;
+    let key = PrivateKey::parse(key_path, key)?;
+    if !key.matches(&certificate) {
+        return Err(bad_input(format!(
+            "{}: key does not match its certificate {}",
+            key_path.display(),
+            cert_path.display()
+        )));
+    }
+    if let Some(ca) = ca {
+        if !certificate.is_signed_by(ca) {
+            return Err(bad_input(format!(
+                "{}: not signed by the store's {} ({:?}); it comes from another CA",
+                cert_path.display(),
+                authority.label(),
+                ca.common_name()
+            )));
+        }
+    }
+    Ok((certificate, key))
+}
+
+fn check_kubeconfig(
+    path: &Path,
+    bytes: &[u8],
+    ca: Option<&CertificateAuthority>,
+    authority: Authority,
+) -> anyhow::Result<kubeconfig::Embedded> {
+    let embedded = kubeconfig::parse(path, bytes)?;
+    if !embedded.key.matches(&embedded.certificate) {
+        return Err(bad_input(format!(
+            "{}: client-key-data does not match client-certificate-data",
+            path.display()
+        )));
+    }
+    if let Some(ca) = ca {
+        if embedded.authority.der != ca.certificate.der {
+            return Err(bad_input(format!(
+                "{}: certificate-authority-data is not the store's {}",
+                path.display(),
+                authority.label()
+            )));
+        }
+        if !embedded.certificate.is_signed_by(&ca.certificate) {
+            return Err(bad_input(format!(
+                "{}: client certificate not signed by the store's {}",
+                path.display(),
+                authority.label()
+            )));
+        }
+    }
+    Ok(embedded)
+}
+
+/// Mint everything the plan lacks; returns the files in store order.
+fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
+    let algorithm = cluster.key_algorithm;
+    let Plan {
+        authorities,
+        service_account,
+        leaves,
+    } = plan;
+    let to_create: Vec<Authority> = authorities
+        .iter()
+        .filter(|(_, state)| matches!(state, AuthorityState::Create))
+        .map(|(authority, _)| *authority)
+        .collect();
+    let created: Vec<(Authority, CertificateAuthority)> = to_create
+        .par_iter()
+        .map(|authority| {
+            issue::new_authority(
+                &authority.common_name(cluster),
+                algorithm,
+                cluster.ca_validity_days,
+            )
+            .map(|ca| (*authority, ca))
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    let mut files = Vec::new();
+    for (authority, ca) in &created {
+        files.push(NewFile {
+            relative: authority.cert_path().to_string(),
+            contents: ca.certificate.pem.clone().into_bytes(),
+            mode: PUBLIC,
+        });
+        files.push(NewFile {
+            relative: authority.key_path().to_string(),
+            contents: ca.key.pem.clone().into_bytes(),
+            mode: PRIVATE,
+        });
+    }
+    let mut signers: BTreeMap<Authority, &CertificateAuthority> = BTreeMap::new();
+    for (authority, state) in &authorities {
+        if let AuthorityState::Existing(ca) = state {
+            signers.insert(*authority, ca.as_ref());
+        }
+    }
+    for (authority, ca) in &created {
+        signers.insert(*authority, ca);
+    }
+
+    match service_account {
+        ServiceAccountAction::Keep => {}
+        ServiceAccountAction::WritePublic(public) => files.push(NewFile {
+            relative: SERVICE_ACCOUNT_PUB.to_string(),
+            contents: public.into_bytes(),
+            mode: PUBLIC,
+        }),
+        ServiceAccountAction::Create => {
+            let key = issue::generate_key(algorithm)?;
+            files.push(NewFile {
+                relative: SERVICE_ACCOUNT_KEY.to_string(),
+                contents: key.pem.clone().into_bytes(),
+                mode: PRIVATE,
+            });
+            files.push(NewFile {
+                relative: SERVICE_ACCOUNT_PUB.to_string(),
+                contents: key.public_pem().into_bytes(),
+                mode: PUBLIC,
+            });
+        }
+    }
+
+    let leaf_files: Vec<Vec<NewFile>> = leaves
+        .into_par_iter()
+        .map(|(spec, action)| {
+            let ca = signers.get(&spec.authority).ok_or_else(|| {
+                anyhow::anyhow!("no {} to sign {}", spec.authority.label(), spec.base)
+            })?;
+            leaf_files(cluster, &spec, action, ca)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    files.extend(leaf_files.into_iter().flatten());
+    Ok(files)
+}
+
+fn leaf_files(
+    cluster: &Cluster,
+    spec: &LeafSpec,
+    action: LeafAction,
+    ca: &CertificateAuthority,
+) -> anyhow::Result<Vec<NewFile>> {
+    let (certificate, key, write_pair, write_conf) = match action {
+        LeafAction::Create => {
+            let (certificate, key) =
+                issue::new_leaf(spec, ca, cluster.key_algorithm, cluster.cert_validity_days)?;
+            (certificate, key, spec.files, true)
+        }
+        LeafAction::WriteKubeconfig(certificate, key) => (certificate, key, false, true),
+        LeafAction::AdoptFromKubeconfig(certificate, key) => (certificate, key, true, false),
+    };
+    let mut files = Vec::new();
+    if write_pair {
+        files.push(NewFile {
+            relative: spec.cert_path(),
+            contents: certificate.pem.clone().into_bytes(),
+            mode: PUBLIC,
+        });
+        files.push(NewFile {
+            relative: spec.key_path(),
+            contents: key.pem.clone().into_bytes(),
+            mode: PRIVATE,
+        });
+    }
+    if let (true, Some(kubeconfig)) = (write_conf, &spec.kubeconfig) {
+        let text = kubeconfig::render(
+            &cluster.name,
+            &kubeconfig.server,
+            &kubeconfig.user,
+            &ca.certificate,
+            &certificate,
+            &key,
+        );
+        files.push(NewFile {
+            relative: spec.conf_path(),
+            contents: text.into_bytes(),
+            mode: PRIVATE,
+        });
+    }
+    Ok(files)
+}

@@ -1,0 +1,221 @@
+//! Parsing and checking PEM material: certificates, private keys, and the
+//! relations between them (a key matches its certificate, a certificate was
+//! signed by a CA).
+//!
+//! rcgen reads keys and CA certificates but checks nothing about them, so
+//! every relation is checked here with x509-parser and aws-lc (signatures).
+//! Every failure is bad input (exit 2) naming the file it came from.
+
+use std::path::Path;
+
+use rcgen::{Issuer, KeyPair, PublicKeyData};
+use x509_parser::certificate::X509Certificate;
+
+use crate::error::bad_input;
+
+/// A parsed certificate: its PEM text (as stored) and DER.
+#[derive(Debug, Clone)]
+pub struct Certificate {
+    pub pem: String,
+    pub der: Vec<u8>,
+}
+
+impl Certificate {
+    /// Parse one PEM certificate; `file` names it in errors.
+    pub fn parse(file: &Path, bytes: &[u8]) -> anyhow::Result<Certificate> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| bad_input(format!("{}: not a PEM certificate", file.display())))?;
+        let block = pem::parse(text).map_err(|error| {
+            bad_input(format!(
+                "{}: not a PEM certificate (truncated?): {error}",
+                file.display()
+            ))
+        })?;
+        if block.tag() != "CERTIFICATE" {
+            return Err(bad_input(format!(
+                "{}: expected a CERTIFICATE, found a {} PEM block",
+                file.display(),
+                block.tag()
+            )));
+        }
+        let der = block.into_contents();
+        match x509_parser::parse_x509_certificate(&der) {
+            Ok((&[], _)) => {}
+            Ok(_) => {
+                return Err(bad_input(format!(
+                    "{}: trailing bytes after the certificate",
+                    file.display()
+                )))
+            }
+            Err(error) => {
+                return Err(bad_input(format!(
+                    "{}: not a valid X.509 certificate (truncated?): {error}",
+                    file.display()
+                )))
+            }
+        }
+        Ok(Certificate {
+            pem: text.to_string(),
+            der,
+        })
+    }
+
+    /// From DER (freshly issued or embedded), with canonical PEM text.
+    pub fn from_der(der: Vec<u8>) -> Certificate {
+        let pem = pem::encode_config(
+            &pem::Pem::new("CERTIFICATE", der.clone()),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        );
+        Certificate { pem, der }
+    }
+
+    /// The parsed view; parsing succeeded once already in [`Self::parse`].
+    pub fn x509(&self) -> anyhow::Result<X509Certificate<'_>> {
+        x509_parser::parse_x509_certificate(&self.der)
+            .map(|(_, certificate)| certificate)
+            .map_err(|error| anyhow::anyhow!("parsing certificate: {error}"))
+    }
+
+    /// Whether `issuer`'s key signed this certificate.
+    pub fn is_signed_by(&self, issuer: &Certificate) -> bool {
+        let (Ok(subject), Ok(issuer)) = (self.x509(), issuer.x509()) else {
+            return false;
+        };
+        subject.verify_signature(Some(issuer.public_key())).is_ok()
+    }
+
+    pub fn common_name(&self) -> String {
+        self.x509()
+            .ok()
+            .and_then(|certificate| {
+                certificate
+                    .subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|name| name.as_str().ok().map(str::to_string))
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn is_ca(&self) -> bool {
+        self.x509()
+            .map(|certificate| certificate.is_ca())
+            .unwrap_or(false)
+    }
+}
+
+/// A private key and its PEM text exactly as stored.
+pub struct PrivateKey {
+    pub pem: String,
+    pub pair: KeyPair,
+}
+
+impl PrivateKey {
+    /// Parse a PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub fn parse(file: &Path, bytes: &[u8]) -> anyhow::Result<PrivateKey> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| bad_input(format!("{}: not a PEM private key", file.display())))?;
+        let pair = KeyPair::from_pem(text).map_err(|error| {
+            bad_input(format!(
+                "{}: not a usable private key (PKCS#8, PKCS#1 RSA or SEC1 EC PEM): {error}",
+                file.display()
+            ))
+        })?;
+        Ok(PrivateKey {
+            pem: text.to_string(),
+            pair,
+        })
+    }
+
+    pub fn generated(pair: KeyPair) -> PrivateKey {
+        PrivateKey {
+            pem: pair.serialize_pem(),
+            pair,
+        }
+    }
+
+    /// Whether this is the private half of `certificate`'s public key.
+    pub fn matches(&self, certificate: &Certificate) -> bool {
+        certificate.x509().is_ok_and(|parsed| {
+            parsed.public_key().subject_public_key.data.as_ref() == self.pair.der_bytes()
+        })
+    }
+
+    /// The public key as a PEM `PUBLIC KEY` (for `sa.pub`).
+    pub fn public_pem(&self) -> String {
+        self.pair.public_key_pem()
+    }
+}
+
+/// Whether the PEM public key `public` (an `sa.pub`) belongs to `key`.
+pub fn public_key_matches(public: &[u8], key: &PrivateKey) -> bool {
+    let Ok(text) = std::str::from_utf8(public) else {
+        return false;
+    };
+    let Ok(block) = pem::parse(text) else {
+        return false;
+    };
+    match x509_parser::x509::SubjectPublicKeyInfo::from_der(block.contents()) {
+        Ok((_, spki)) => spki.subject_public_key.data.as_ref() == key.pair.der_bytes(),
+        Err(_) => false,
+    }
+}
+
+use x509_parser::prelude::FromDer;
+
+/// A CA ready to sign: its certificate and an rcgen issuer over its key.
+pub struct CertificateAuthority {
+    pub certificate: Certificate,
+    pub key: PrivateKey,
+    pub issuer: Issuer<'static, KeyPair>,
+}
+
+impl CertificateAuthority {
+    /// Check and load a CA pair: the certificate parses, is a CA, and the key
+    /// is its own.
+    pub fn load(
+        cert_file: &Path,
+        cert_bytes: &[u8],
+        key_file: &Path,
+        key_bytes: &[u8],
+    ) -> anyhow::Result<CertificateAuthority> {
+        let certificate = Certificate::parse(cert_file, cert_bytes)?;
+        let key = PrivateKey::parse(key_file, key_bytes)?;
+        Self::from_parts(cert_file, key_file, certificate, key)
+    }
+
+    pub fn from_parts(
+        cert_file: &Path,
+        key_file: &Path,
+        certificate: Certificate,
+        key: PrivateKey,
+    ) -> anyhow::Result<CertificateAuthority> {
+        if !certificate.is_ca() {
+            return Err(bad_input(format!(
+                "{}: not a CA certificate (no basicConstraints CA:TRUE)",
+                cert_file.display()
+            )));
+        }
+        if !key.matches(&certificate) {
+            return Err(bad_input(format!(
+                "{}: key does not match its certificate {}",
+                key_file.display(),
+                cert_file.display()
+            )));
+        }
+        let signing_key = KeyPair::from_pem(&key.pem)
+            .map_err(|error| bad_input(format!("{}: unusable key: {error}", key_file.display())))?;
+        let issuer = Issuer::from_ca_cert_der(&certificate.der.clone().into(), signing_key)
+            .map_err(|error| {
+                bad_input(format!(
+                    "{}: cannot sign with this CA: {error}",
+                    cert_file.display()
+                ))
+            })?;
+        Ok(CertificateAuthority {
+            certificate,
+            key,
+            issuer,
+        })
+    }
+}

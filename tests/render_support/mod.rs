@@ -1,0 +1,84 @@
+//! Rendered trees for the render tests: an inventory, its PKI store, and
+//! `ocfk8s render --out` run by the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+#[path = "../common/mod.rs"]
+pub mod common;
+
+pub use common::{run_in, Run, BASE};
+
+/// A folder holding an inventory, its PKI store and rendered trees.
+pub struct Rendered {
+    pub dir: tempfile::TempDir,
+    pub inventory: PathBuf,
+    pub out: PathBuf,
+    pub run: Run,
+}
+
+impl Rendered {
+    /// `DIR/<host>` of the rendered tree.
+    pub fn host(&self, name: &str) -> PathBuf {
+        self.out.join(name)
+    }
+
+    /// A rendered file's text.
+    pub fn text(&self, host: &str, path: &str) -> String {
+        let full = self.host(host).join(path.trim_start_matches('/'));
+        std::fs::read_to_string(&full).unwrap_or_else(|error| panic!("{}: {error}", full.display()))
+    }
+}
+
+/// The test inventory (3 masters, 2 workers, `[ingress]`) adjusted for this
+/// machine: the VIP on `eth0`, which exists here so keepalived can check it.
+pub fn base_inventory() -> String {
+    BASE.to_string()
+}
+
+/// Write `inventory` (inventory text) in a fresh folder, create its PKI
+/// store, and render it to `out/`.
+pub fn render(inventory: &str, extra_args: &[&str]) -> Rendered {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("inventory.toml");
+    std::fs::write(&path, inventory).expect("write inventory");
+    generate_store(dir.path(), &path);
+    let out = dir.path().join("out");
+    let mut args = vec![
+        "-i",
+        path.to_str().expect("utf-8 path"),
+        "render",
+        "--out",
+        "out",
+    ];
+    args.extend_from_slice(extra_args);
+    let run = run_in(dir.path(), &args);
+    Rendered {
+        dir,
+        inventory: path,
+        out,
+        run,
+    }
+}
+
+/// Create the inventory's PKI store with the real binary.
+pub fn generate_store(dir: &Path, inventory: &Path) {
+    let run = run_in(
+        dir,
+        &[
+            "-i",
+            inventory.to_str().expect("utf-8 path"),
+            "pki",
+            "generate",
+        ],
+    );
+    assert_eq!(run.status, 0, "pki generate failed: {}", run.stderr);
+}
+
+/// Every file below `dir`, as absolute host paths (`/etc/...`), sorted.
+pub fn host_paths(dir: &Path) -> Vec<String> {
+    common::tree(dir)
+        .into_iter()
+        .map(|relative| format!("/{relative}"))
+        .collect()
+}
