@@ -38,14 +38,29 @@ impl Test {
 
     fn run(&self, inventory: &Path, args: &[&str]) -> Run {
         let started = Instant::now();
-        let run: Run = self.command(inventory, args).output().expect("run ocfk8s").into();
+        let run: Run = self
+            .command(inventory, args)
+            .output()
+            .expect("run ocfk8s")
+            .into();
         eprintln!("{args:?}: {:?}", started.elapsed());
         let secret_lines = self.secret_lines.borrow();
         for line in secret_lines.iter() {
-            assert!(!run.stdout.contains(line.as_str()), "key material in stdout of {args:?}:\n{}", run.stdout);
-            assert!(!run.stderr.contains(line.as_str()), "key material in stderr of {args:?}:\n{}", run.stderr);
+            assert!(
+                !run.stdout.contains(line.as_str()),
+                "key material in stdout of {args:?}:\n{}",
+                run.stdout
+            );
+            assert!(
+                !run.stderr.contains(line.as_str()),
+                "key material in stderr of {args:?}:\n{}",
+                run.stderr
+            );
         }
-        assert!(!run.stdout.contains("PRIVATE KEY") && !run.stderr.contains("PRIVATE KEY"), "{args:?}");
+        assert!(
+            !run.stdout.contains("PRIVATE KEY") && !run.stderr.contains("PRIVATE KEY"),
+            "{args:?}"
+        );
         run
     }
 
@@ -66,7 +81,10 @@ impl Test {
         *self.domain.borrow_mut() = domain.to_string();
         let inventory = self.inventory("inventory.toml", "", "");
         let out = self.sandbox.dir.path().join("rendered");
-        let render = self.run(&inventory, &["render", "--out", out.to_str().expect("utf-8")]);
+        let render = self.run(
+            &inventory,
+            &["render", "--out", out.to_str().expect("utf-8")],
+        );
         assert_status(&render, 0, "render");
         let mut desired = Desired::new();
         for host in &self.sandbox.hosts {
@@ -77,7 +95,12 @@ impl Test {
                 if path.ends_with(".key") {
                     let mut secrets = self.secret_lines.borrow_mut();
                     let text = String::from_utf8_lossy(&held.contents);
-                    secrets.extend(text.lines().filter(|line| line.len() > 40).take(1).map(str::to_string));
+                    secrets.extend(
+                        text.lines()
+                            .filter(|line| line.len() > 40)
+                            .take(1)
+                            .map(str::to_string),
+                    );
                 }
             }
             desired.insert(host.name.clone(), files);
@@ -95,14 +118,21 @@ impl Test {
             let expected_paths: Vec<&String> = expected.keys().collect();
             assert_eq!(held_paths, expected_paths, "files on {}", host.name);
             for (path, file) in expected {
-                assert!(held[path] == *file, "{}:{path} differs from the rendered file", host.name);
+                assert!(
+                    held[path] == *file,
+                    "{}:{path} differs from the rendered file",
+                    host.name
+                );
             }
         }
     }
 }
 
 fn read_tree(base: &Path, dir: &Path, files: &mut BTreeMap<String, Held>) {
-    for entry in std::fs::read_dir(dir).expect("read rendered tree").flatten() {
+    for entry in std::fs::read_dir(dir)
+        .expect("read rendered tree")
+        .flatten()
+    {
         let path = entry.path();
         if path.is_dir() {
             read_tree(base, &path, files);
@@ -110,7 +140,14 @@ fn read_tree(base: &Path, dir: &Path, files: &mut BTreeMap<String, Held>) {
             let relative = path.strip_prefix(base).expect("inside");
             let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o7777;
             let contents = std::fs::read(&path).expect("read");
-            files.insert(format!("/{}", relative.display()), Held { contents, mode, uid: 0 });
+            files.insert(
+                format!("/{}", relative.display()),
+                Held {
+                    contents,
+                    mode,
+                    uid: 0,
+                },
+            );
         }
     }
 }
@@ -149,7 +186,11 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
         secret_lines: RefCell::new(Vec::new()),
     };
     let inventory = test.inventory("inventory.toml", "", "");
-    assert_status(&test.run(&inventory, &["pki", "generate"]), 0, "pki generate");
+    assert_status(
+        &test.run(&inventory, &["pki", "generate"]),
+        0,
+        "pki generate",
+    );
 
     // Before the first push, plan lists every file of every host, and the
     // services those files start.
@@ -157,20 +198,41 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     let plan = test.run(&inventory, &["plan", "--exit-code"]);
     assert_status(&plan, 3, "plan before the first push");
     let expected_adds: usize = first.values().map(BTreeMap::len).sum();
-    let adds = plan.stdout.lines().filter(|line| line.starts_with("  + ")).count();
+    let adds = plan
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("  + "))
+        .count();
     assert_eq!(adds, expected_adds, "{}", plan.stdout);
     for host in &test.sandbox.hosts {
-        assert!(plan.stdout.contains(&format!("{}:\n", host.name)), "{}", plan.stdout);
+        assert!(
+            plan.stdout.contains(&format!("{}:\n", host.name)),
+            "{}",
+            plan.stdout
+        );
     }
-    assert!(plan.stdout.contains("  + /etc/kubernetes/pki/ca.key (mode 0600, secret: sha256 "), "{}", plan.stdout);
-    assert!(plan.stdout.contains("  ! start kubelet.service"), "{}", plan.stdout);
+    assert!(
+        plan.stdout
+            .contains("  + /etc/kubernetes/pki/ca.key (mode 0600, secret: sha256 "),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("  ! start kubelet.service"),
+        "{}",
+        plan.stdout
+    );
     let json = test.run(&inventory, &["plan", "-o", "json"]);
     assert_status(&json, 0, "plan -o json without --exit-code");
     let parsed: serde_json::Value = serde_json::from_str(&json.stdout).expect("plan JSON");
     assert_eq!(parsed["changes_pending"], true);
     assert_eq!(parsed["hosts"].as_array().expect("hosts").len(), 10);
     for host in &test.sandbox.hosts {
-        assert!(test.sandbox.files(&host.name).is_empty(), "plan wrote to {}", host.name);
+        assert!(
+            test.sandbox.files(&host.name).is_empty(),
+            "plan wrote to {}",
+            host.name
+        );
     }
 
     // The files-only bootstrap leaves every host holding exactly its tree.
@@ -181,7 +243,13 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     test.assert_hosts_hold(&first);
     for worker in test.sandbox.hosts.iter().filter(|host| !host.master) {
         let files = test.sandbox.files(&worker.name);
-        assert!(files.keys().all(|path| !path.contains("/etcd/") && !path.ends_with("ca.key")), "{:?}", files.keys());
+        assert!(
+            files
+                .keys()
+                .all(|path| !path.contains("/etcd/") && !path.ends_with("ca.key")),
+            "{:?}",
+            files.keys()
+        );
     }
 
     // Then plan is empty, and a second run writes nothing.
@@ -192,7 +260,11 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     let again = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
     assert_status(&again, 0, "second bootstrap");
     assert!(again.stdout.contains("Nothing to do"), "{}", again.stdout);
-    assert_eq!(mtimes(&test.sandbox), before, "the second run touched files");
+    assert_eq!(
+        mtimes(&test.sandbox),
+        before,
+        "the second run touched files"
+    );
 
     // A file tampered with on one host is named by plan and repaired.
     test.sandbox.ssh(
@@ -202,14 +274,36 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     let plan = test.run(&inventory, &["plan", "--exit-code"]);
     assert_status(&plan, 3, "plan after tampering");
     assert!(plan.stdout.contains("w3:\n"), "{}", plan.stdout);
-    assert!(plan.stdout.contains("  ~ /var/lib/kubelet/config.yaml\n"), "{}", plan.stdout);
-    assert!(plan.stdout.contains("-tampered"), "diff missing:\n{}", plan.stdout);
-    assert!(plan.stdout.contains("/etc/kubernetes/pki/ca.crt mode 0666 -> 0644"), "{}", plan.stdout);
-    assert!(plan.stdout.contains("  ! restart kubelet.service") || plan.stdout.contains("  ! start kubelet.service"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("  ~ /var/lib/kubelet/config.yaml\n"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("-tampered"),
+        "diff missing:\n{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("/etc/kubernetes/pki/ca.crt mode 0666 -> 0644"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("  ! restart kubelet.service")
+            || plan.stdout.contains("  ! start kubelet.service"),
+        "{}",
+        plan.stdout
+    );
     assert!(plan.stdout.contains("w2: up to date"), "{}", plan.stdout);
     let repair = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
     assert_status(&repair, 0, "repairing bootstrap");
-    assert!(repair.stdout.contains("on 1 of 10 host(s)"), "{}", repair.stdout);
+    assert!(
+        repair.stdout.contains("on 1 of 10 host(s)"),
+        "{}",
+        repair.stdout
+    );
     test.assert_hosts_hold(&first);
 
     // A run killed at a random moment leaves every file whole (old or new),
@@ -223,7 +317,12 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
             .sandbox
             .hosts
             .iter()
-            .map(|host| desired[&host.name].iter().filter(|(path, file)| old[&host.name].get(*path) != Some(file)).count())
+            .map(|host| {
+                desired[&host.name]
+                    .iter()
+                    .filter(|(path, file)| old[&host.name].get(*path) != Some(file))
+                    .count()
+            })
             .sum();
         assert!(changed >= 10, "a new domain changes files on every host");
         let limit = push_time.as_millis() as u64;
@@ -242,7 +341,8 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
                 if path.contains(".ocfk8s-tmp-") {
                     continue;
                 }
-                let whole = old[&host.name].get(&path) == Some(&held) || desired[&host.name].get(&path) == Some(&held);
+                let whole = old[&host.name].get(&path) == Some(&held)
+                    || desired[&host.name].get(&path) == Some(&held);
                 assert!(whole, "round {round}: {}:{path} is neither the old nor the new file after a kill at {delay:?}", host.name);
             }
         }
@@ -270,26 +370,57 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     let (inventory, next) = test.desire("k1.local");
     let refused = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
     assert_status(&refused, 1, "bootstrap with a wrong host key");
-    assert!(refused.stderr.contains("m2: connect:"), "{}", refused.stderr);
-    assert!(refused.stderr.contains("Host key verification failed"), "{}", refused.stderr);
-    assert_eq!(test.sandbox.files("m2"), before, "files reached a host with a wrong key");
+    assert!(
+        refused.stderr.contains("m2: connect:"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("Host key verification failed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        test.sandbox.files("m2"),
+        before,
+        "files reached a host with a wrong key"
+    );
     // --accept-new-host-keys trusts unknown keys, never changed ones.
     let accepting = test.run(&inventory, &["--accept-new-host-keys", "plan"]);
-    assert_status(&accepting, 1, "plan --accept-new-host-keys with a changed key");
+    assert_status(
+        &accepting,
+        1,
+        "plan --accept-new-host-keys with a changed key",
+    );
     let without_m2 = known_hosts.replace(&format!("{} {}\n", address("m2"), key_of("m2")), "");
     std::fs::write(test.sandbox.known_hosts(), without_m2).expect("drop one key");
     let refused = test.run(&inventory, &["plan"]);
     assert_status(&refused, 1, "plan with an unknown host key");
-    assert!(refused.stderr.contains("m2: connect:"), "{}", refused.stderr);
-    let accepted = test.run(&inventory, &["--accept-new-host-keys", "bootstrap", SKIP_SERVICES]);
+    assert!(
+        refused.stderr.contains("m2: connect:"),
+        "{}",
+        refused.stderr
+    );
+    let accepted = test.run(
+        &inventory,
+        &["--accept-new-host-keys", "bootstrap", SKIP_SERVICES],
+    );
     assert_status(&accepted, 0, "bootstrap --accept-new-host-keys");
     test.assert_hosts_hold(&next);
     let recorded = std::fs::read_to_string(test.sandbox.known_hosts()).expect("known_hosts");
-    assert!(recorded.lines().any(|line| line.ends_with(key_of("m2").as_str())), "{recorded}");
+    assert!(
+        recorded
+            .lines()
+            .any(|line| line.ends_with(key_of("m2").as_str())),
+        "{recorded}"
+    );
 
     // An unreachable host is named; while that run waits on it, a second
     // run is refused at once by the lock.
-    let ghost = format!("\n[[worker]]\nname = \"ghost\"\naddress = \"10.213.{}.250\"\n", test.sandbox.subnet);
+    let ghost = format!(
+        "\n[[worker]]\nname = \"ghost\"\naddress = \"10.213.{}.250\"\n",
+        test.sandbox.subnet
+    );
     let unreachable = test.inventory("unreachable.toml", "", &ghost);
     let first_run = test
         .command(&unreachable, &["bootstrap", SKIP_SERVICES])
@@ -300,19 +431,34 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     let lock = test.sandbox.dir.path().join("pki/.ocfk8s.lock");
     let holder = format!("pid {} ", first_run.id());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&lock).unwrap_or_default().contains(&holder) {
-        assert!(Instant::now() < deadline, "the first run never took the lock");
+    while !std::fs::read_to_string(&lock)
+        .unwrap_or_default()
+        .contains(&holder)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first run never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let started = Instant::now();
     let second = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
     assert_status(&second, 1, "a concurrent bootstrap");
-    assert!(started.elapsed() < Duration::from_secs(2), "the second run waited for the lock");
-    assert!(second.stderr.contains(".ocfk8s.lock") && second.stderr.contains(&holder), "{}", second.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the second run waited for the lock"
+    );
+    assert!(
+        second.stderr.contains(".ocfk8s.lock") && second.stderr.contains(&holder),
+        "{}",
+        second.stderr
+    );
     let first_run: Run = first_run.wait_with_output().expect("first run").into();
     assert_status(&first_run, 1, "bootstrap with an unreachable host");
     assert!(
-        first_run.stderr.contains("ghost: connect: cannot connect to root@10.213.201.250:22"),
+        first_run
+            .stderr
+            .contains("ghost: connect: cannot connect to root@10.213.201.250:22"),
         "{}",
         first_run.stderr
     );
@@ -324,7 +470,11 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     test.sandbox.ip("w7", &["route", "add", &m1, "dev", "eth0"]);
     let (inventory, last) = test.desire("j1.local");
     let direct = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
-    assert_status(&direct, 1, "bootstrap to a host behind a jump host, without it");
+    assert_status(
+        &direct,
+        1,
+        "bootstrap to a host behind a jump host, without it",
+    );
     assert!(direct.stderr.contains("w7: connect:"), "{}", direct.stderr);
     let jump = test.inventory("jump.toml", &format!("jump_host = \"root@{m1}\""), "");
     let through = test.run(&jump, &["bootstrap", SKIP_SERVICES]);
@@ -344,8 +494,16 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
             .unwrap_or_else(|| panic!("no {host} {path} in:\n{}", certs.stdout))
             .to_string()
     };
-    assert!(row("m1", "/etc/kubernetes/pki/apiserver.crt").contains("364d"), "{}", certs.stdout);
-    assert!(row("w7", "/etc/kubernetes/kubelet.conf").contains("system:node:w7"), "{}", certs.stdout);
+    assert!(
+        row("m1", "/etc/kubernetes/pki/apiserver.crt").contains("364d"),
+        "{}",
+        certs.stdout
+    );
+    assert!(
+        row("w7", "/etc/kubernetes/kubelet.conf").contains("system:node:w7"),
+        "{}",
+        certs.stdout
+    );
     let json = test.run(&jump, &["certs", "check", "--remote", "-o", "json"]);
     assert_status(&json, 0, "certs check --remote -o json");
     let rows: serde_json::Value = serde_json::from_str(&json.stdout).expect("certs JSON");

@@ -288,3 +288,30 @@ impl Drop for Connector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, address: &str) -> Node {
+        Node {
+            name: name.into(),
+            address: address.parse().expect("address"),
+            role: crate::inventory::Role::Master,
+            ssh_user: "root".into(),
+            ssh_port: 22,
+            labels: Default::default(),
+            taints: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_jump_host_itself_is_reached_directly() {
+        let bastion = node("bastion", "10.0.0.5");
+        assert!(is_host("admin@10.0.0.5", &bastion));
+        assert!(is_host("bastion:2222", &bastion));
+        assert!(is_host("admin@[10.0.0.5]:22", &bastion));
+        assert!(!is_host("admin@10.0.0.50", &bastion));
+        assert!(!is_host("other", &bastion));
+    }
+}

@@ -124,7 +124,13 @@ impl Sandbox {
 
     /// An inventory for these hosts; `cluster_extra` lines go into
     /// `[cluster]`, `ssh_extra` lines into `[ssh]`, `extra` at the end.
-    pub fn inventory(&self, file: &str, cluster_extra: &str, ssh_extra: &str, extra: &str) -> PathBuf {
+    pub fn inventory(
+        &self,
+        file: &str,
+        cluster_extra: &str,
+        ssh_extra: &str,
+        extra: &str,
+    ) -> PathBuf {
         let mut text = format!(
             "[cluster]\nname = \"sandbox{subnet}\"\nkubernetes_version = \"1.31.4\"\n\
              pod_cidr = \"10.244.0.0/16\"\nservice_cidr = \"10.96.0.0/12\"\npki_dir = \"pki\"\n{cluster_extra}\n\n\
