@@ -114,7 +114,9 @@ impl HostProgress {
         }
     }
 
-    pub fn finish(&self, host: &str, step: &str, summary: &str) {
+    /// A host finished a step; plain lines show it with `--verbose` only
+    /// unless `report`.
+    pub fn finish(&self, host: &str, step: &str, summary: &str, report: bool) {
         let line = if summary.is_empty() {
             format!("{step}: ok")
         } else {
@@ -122,9 +124,12 @@ impl HostProgress {
         };
         match self.bar(host) {
             Some(bar) => bar.set_message(line),
-            None => self
+            None if report => self
                 .printer
                 .info(&format!("{host:width$}  {line}", width = self.width)),
+            None => self
+                .printer
+                .detail(&format!("{host:width$}  {line}", width = self.width)),
         }
     }
 

@@ -45,6 +45,7 @@ pub(crate) fn run(
             |host| host.name.as_str(),
             concurrency,
             "certificates",
+            true,
             &progress,
             |host| async move {
                 let certificates = remote::read_certificates(host).await?;

@@ -48,6 +48,7 @@ impl Fleet {
             |node| node.name.as_str(),
             concurrency,
             "connect",
+            false,
             progress,
             |node| async move {
                 let host = connector_ref.connect(node).await?;
@@ -78,6 +79,7 @@ impl Fleet {
             |(host, _)| host.name.as_str(),
             self.concurrency,
             "read state",
+            false,
             progress,
             |(host, desired)| async move {
                 let mut plan = survey_host(host, desired).await?;
@@ -107,6 +109,7 @@ impl Fleet {
             |(host, _)| host.name.as_str(),
             self.concurrency,
             "files",
+            true,
             progress,
             |(host, desired)| async move {
                 let plan = survey_host(host, desired).await?;

@@ -44,12 +44,15 @@ impl fmt::Display for HostFailures {
 impl std::error::Error for HostFailures {}
 
 /// Run `work` for every item (named by `name`), at most `concurrency` at a
-/// time; progress lines per host; results in input order, or every failure.
+/// time; progress lines per host (each host's summary shown at normal
+/// verbosity when `report`, else only with `--verbose`); results in input
+/// order, or every failure.
 pub(crate) async fn for_each_host<'a, T, R, F, Fut>(
     items: &'a [T],
     name: impl Fn(&T) -> &str,
     concurrency: usize,
     step: &str,
+    report: bool,
     progress: &HostProgress,
     work: F,
 ) -> Result<Vec<R>, HostFailures>
@@ -66,7 +69,7 @@ where
             let result = work(item).await;
             match result {
                 Ok((value, summary)) => {
-                    progress.finish(host, step, &summary);
+                    progress.finish(host, step, &summary, report);
                     (index, Ok(value))
                 }
                 Err(error) => {
