@@ -22,7 +22,7 @@ pub(crate) enum FileAction {
     Add,
     /// Contents differ (the mode may too).
     Change,
-    /// Only the mode differs.
+    /// Only the mode or the owner differs.
     Mode,
 }
 
@@ -92,7 +92,7 @@ pub(crate) fn plan_host(desired: &HostFiles, state: &HostState) -> HostPlan {
         let action = match &actual {
             None => Some(FileAction::Add),
             Some(remote) if remote.sha256 != sha256 => Some(FileAction::Change),
-            Some(remote) if remote.mode != mode => Some(FileAction::Mode),
+            Some(remote) if remote.mode != mode || !remote.root_owned => Some(FileAction::Mode),
             Some(_) => None,
         };
         if let Some(action) = action {
@@ -215,13 +215,16 @@ pub(crate) fn text(plans: &[HostPlan]) -> String {
                 }
                 FileAction::Mode => {
                     changes += 1;
-                    let _ = writeln!(
-                        out,
-                        "  ~ {} mode {:04o} -> {:04o}",
-                        file.path,
-                        file.old_mode.unwrap_or(0),
-                        file.mode
-                    );
+                    let old_mode = file.old_mode.unwrap_or(0);
+                    if old_mode == file.mode {
+                        let _ = writeln!(out, "  ~ {} owner -> root:root", file.path);
+                    } else {
+                        let _ = writeln!(
+                            out,
+                            "  ~ {} mode {old_mode:04o} -> {:04o}",
+                            file.path, file.mode
+                        );
+                    }
                 }
             }
         }
@@ -323,6 +326,7 @@ mod tests {
         Some(RemoteFile {
             sha256: sha256_hex(contents.as_bytes()),
             mode,
+            root_owned: true,
         })
     }
 

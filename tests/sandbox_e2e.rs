@@ -269,7 +269,8 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     // A file tampered with on one host is named by plan and repaired.
     test.sandbox.ssh(
         "w3",
-        "echo tampered >> /var/lib/kubelet/config.yaml && chmod 0666 /etc/kubernetes/pki/ca.crt",
+        "echo tampered >> /var/lib/kubelet/config.yaml && chmod 0666 /etc/kubernetes/pki/ca.crt \
+         && chown 1:1 /etc/kubernetes/kubelet.conf",
     );
     let plan = test.run(&inventory, &["plan", "--exit-code"]);
     assert_status(&plan, 3, "plan after tampering");
@@ -296,7 +297,29 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
         "{}",
         plan.stdout
     );
+    assert!(
+        plan.stdout
+            .contains("/etc/kubernetes/kubelet.conf owner -> root:root"),
+        "{}",
+        plan.stdout
+    );
     assert!(plan.stdout.contains("w2: up to date"), "{}", plan.stdout);
+    // --dry-run shows the same plan and changes nothing.
+    let tampered = test.sandbox.files("w3");
+    let dry_run = test.run(&inventory, &["bootstrap", SKIP_SERVICES, "--dry-run"]);
+    assert_status(&dry_run, 0, "bootstrap --dry-run");
+    assert!(
+        dry_run
+            .stdout
+            .contains("  ~ /var/lib/kubelet/config.yaml\n"),
+        "{}",
+        dry_run.stdout
+    );
+    assert_eq!(
+        test.sandbox.files("w3"),
+        tampered,
+        "--dry-run changed a file"
+    );
     let repair = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
     assert_status(&repair, 0, "repairing bootstrap");
     assert!(

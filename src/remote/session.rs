@@ -23,6 +23,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::inventory::{Cluster, Node};
 
+/// Control folders are `/tmp/ocfk8s-ssh-<pid>-<random>`.
+const CONTROL_DIR_PREFIX: &str = "ocfk8s-ssh-";
+
 /// How long an idle master connection outlives its last use.
 const CONTROL_PERSIST_SECS: usize = 60;
 
@@ -51,8 +54,9 @@ pub(crate) struct ScriptOutput {
 
 impl Connector {
     pub(crate) fn new(cluster: &Cluster, accept_new_host_keys: bool) -> anyhow::Result<Self> {
+        remove_abandoned_control_dirs();
         let control_dir = tempfile::Builder::new()
-            .prefix("ocfk8s-")
+            .prefix(&format!("{CONTROL_DIR_PREFIX}{}-", std::process::id()))
             .tempdir_in("/tmp")
             .context("creating the folder for SSH control sockets under /tmp")?;
         let config_file = control_dir.path().join("ssh_config");
@@ -127,7 +131,7 @@ impl Connector {
             }
         }
         let session = builder
-            .connect(node.address.to_string())
+            .connect_mux(node.address.to_string())
             .await
             .map_err(|error| anyhow::anyhow!("{}", connect_error(&error)))
             .with_context(|| {
@@ -142,6 +146,30 @@ impl Connector {
             user: node.ssh_user.clone(),
             sudo: node.ssh_user != "root",
         })
+    }
+}
+
+/// Remove the control folders of runs that were killed (their process is
+/// gone); their masters have exited or will after the idle timeout.
+fn remove_abandoned_control_dirs() {
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(CONTROL_DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !pid.is_empty()
+            && pid.bytes().all(|byte| byte.is_ascii_digit())
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -165,20 +193,14 @@ fn connect_error(error: &openssh::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
-        let cause = cause.to_string();
-        let cause = cause.trim();
-        if !cause.is_empty() && !text.contains(cause) {
-            let _ = write!(text, ": {}", cause.replace('\n', "; "));
+        let message = cause.to_string();
+        let message = message.trim();
+        if !message.is_empty() && !text.contains(message) {
+            let _ = write!(text, ": {}", message.replace('\n', "; "));
         }
-        source = cause_source(source);
+        source = cause.source();
     }
     text
-}
-
-fn cause_source<'a>(
-    error: Option<&'a (dyn std::error::Error + 'static)>,
-) -> Option<&'a (dyn std::error::Error + 'static)> {
-    error.and_then(|error| error.source())
 }
 
 /// The per-run ssh config: the inventory's settings first (ssh keeps the

@@ -16,6 +16,8 @@ use super::write::TEMPORARY_MARKER;
 pub(crate) struct RemoteFile {
     pub(crate) sha256: String,
     pub(crate) mode: u32,
+    /// Owned by root:root, as every managed file must be.
+    pub(crate) root_owned: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,7 +43,7 @@ pub(crate) fn state_script(paths: &[&str], units: &[&str]) -> anyhow::Result<Str
         }
         script.push_str(
             "; do\n  if [ -f \"$p\" ]; then set -- \"$@\" \"$p\"; else printf 'absent %s\\n' \"$p\"; fi\ndone\n\
-             if [ $# -gt 0 ]; then\n  stat -L -c 'mode %a %n' -- \"$@\"\n  sha256sum -- \"$@\" | sed 's/^/sha256 /'\nfi\n",
+             if [ $# -gt 0 ]; then\n  stat -L -c 'mode %a %u:%g %n' -- \"$@\"\n  sha256sum -- \"$@\" | sed 's/^/sha256 /'\nfi\n",
         );
         script.push_str("set --\nfor d in");
         for folder in &folders {
@@ -78,12 +80,14 @@ pub(crate) fn parse_state(paths: &[&str], output: &str) -> anyhow::Result<HostSt
         } else if let Some(path) = line.strip_prefix("absent ") {
             state.files.insert(path.to_string(), None);
         } else if let Some(rest) = line.strip_prefix("mode ") {
-            let (mode, path) = rest
-                .split_once(' ')
-                .with_context(|| format!("unexpected line {line:?}"))?;
+            let mut parts = rest.splitn(3, ' ');
+            let (Some(mode), Some(owner), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
+                bail!("unexpected line {line:?}");
+            };
             let mode = u32::from_str_radix(mode, 8)
                 .with_context(|| format!("unexpected mode in {line:?}"))?;
-            modes.insert(path.to_string(), mode);
+            modes.insert(path.to_string(), (mode, owner == "0:0"));
         } else if let Some(rest) = line.strip_prefix("sha256 ") {
             let (hash, path) = rest
                 .split_once("  ")
@@ -102,11 +106,18 @@ pub(crate) fn parse_state(paths: &[&str], output: &str) -> anyhow::Result<HostSt
     if !ended {
         bail!("the host's state report was cut short");
     }
-    for (path, mode) in modes {
+    for (path, (mode, root_owned)) in modes {
         let sha256 = hashes
             .remove(&path)
             .with_context(|| format!("no sha256 reported for {path}"))?;
-        state.files.insert(path, Some(RemoteFile { sha256, mode }));
+        state.files.insert(
+            path,
+            Some(RemoteFile {
+                sha256,
+                mode,
+                root_owned,
+            }),
+        );
     }
     for path in paths {
         if !state.files.contains_key(*path) {
@@ -206,6 +217,7 @@ mod tests {
                 // sha256 of "hello\n"
                 sha256: "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03".into(),
                 mode: 0o640,
+                root_owned: true,
             })
         );
         assert_eq!(state.files[&absent], None);
