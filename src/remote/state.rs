@@ -56,12 +56,14 @@ pub(crate) fn state_script(paths: &[&str], units: &[&str]) -> anyhow::Result<Str
         );
     }
     if !units.is_empty() {
-        script.push_str("if command -v systemctl >/dev/null 2>&1; then\n  for u in");
-        for unit in units {
-            let _ = write!(script, " {}", quote(unit));
-        }
-        script.push_str(
-            "; do\n    printf 'service %s %s\\n' \"$u\" \"$(systemctl is-active \"$u\" 2>/dev/null || true)\"\n  done\nfi\n",
+        // One `systemctl is-active` for every unit: it prints one line each.
+        let quoted: Vec<String> = units.iter().map(|unit| quote(unit)).collect();
+        let quoted = quoted.join(" ");
+        let _ = write!(
+            script,
+            "if command -v systemctl >/dev/null 2>&1; then\n  \
+             {{ systemctl is-active {quoted} 2>/dev/null || true; }} | {{\n    \
+             for u in {quoted}; do read -r s || s=unknown; printf 'service %s %s\\n' \"$u\" \"$s\"; done\n  }}\nfi\n"
         );
     }
     script.push_str("echo end\n");

@@ -11,7 +11,7 @@
 //! run was killed while sending it) runs nothing at all. Temporaries that a
 //! run killed mid-way leaves behind are removed by the next run's batch.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -73,15 +73,16 @@ pub(crate) fn write_script(
         script.push_str(")\n");
     }
     let mut temporaries = Vec::new();
+    // Ownership and modes are set in one command per mode, not per file: a
+    // master's first push is some fifty files.
+    let mut to_own = Vec::new();
+    let mut by_mode: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for write in writes {
         check_path(write.path)?;
         let mode = format!("{:04o}", write.mode & 0o7777);
         if !write.contents_differ {
-            let _ = writeln!(
-                script,
-                "chown 0:0 -- {path}\nchmod {mode} -- {path}",
-                path = quote(write.path)
-            );
+            to_own.push(quote(write.path));
+            by_mode.entry(mode).or_default().push(quote(write.path));
             continue;
         }
         let temporary = format!(
@@ -92,9 +93,8 @@ pub(crate) fn write_script(
         let encoded = engine.encode(write.contents);
         let _ = writeln!(
             script,
-            "if [ -d {target} ] && [ ! -L {target} ]; then echo {target_text}' is a folder, not a file' >&2; exit 1; fi",
+            "if [ -d {target} ] && [ ! -L {target} ]; then echo {target}' is a folder, not a file' >&2; exit 1; fi",
             target = quote(write.path),
-            target_text = quote(write.path),
         );
         let _ = writeln!(script, "base64 -d > {} <<'OCFK8S_EOF'", quote(&temporary));
         for chunk in encoded.as_bytes().chunks(76) {
@@ -102,12 +102,15 @@ pub(crate) fn write_script(
             script.push('\n');
         }
         script.push_str("OCFK8S_EOF\n");
-        let _ = writeln!(
-            script,
-            "chown 0:0 -- {temporary}\nchmod {mode} -- {temporary}",
-            temporary = quote(&temporary)
-        );
+        to_own.push(quote(&temporary));
+        by_mode.entry(mode).or_default().push(quote(&temporary));
         temporaries.push((temporary, write.path));
+    }
+    if !to_own.is_empty() {
+        let _ = writeln!(script, "chown 0:0 -- {}", to_own.join(" "));
+    }
+    for (mode, paths) in &by_mode {
+        let _ = writeln!(script, "chmod {mode} -- {}", paths.join(" "));
     }
     if !temporaries.is_empty() {
         script.push_str("sync --");
