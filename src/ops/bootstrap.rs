@@ -23,6 +23,21 @@ pub(crate) fn run(
         .filter(|phase| !implemented(**phase, cluster))
         .map(|phase| phase.name())
         .collect();
+    if args.dry_run {
+        if !missing.is_empty() {
+            printer.warn(&format!(
+                "the {} phase(s) cannot run yet (not implemented); showing the files plan only",
+                missing.join(", ")
+            ));
+        }
+        return crate::commands::plan::show(
+            cluster,
+            global,
+            crate::cli::TextOrJson::Text,
+            false,
+            printer,
+        );
+    }
     if !missing.is_empty() {
         anyhow::bail!(
             "bootstrap: the {} phase{} cannot run yet (not implemented); skip {} with --skip-phases {}",
@@ -30,15 +45,6 @@ pub(crate) fn run(
             if missing.len() == 1 { "" } else { "s" },
             if missing.len() == 1 { "it" } else { "them" },
             missing.join(",")
-        );
-    }
-    if args.dry_run {
-        return crate::commands::plan::show(
-            cluster,
-            global,
-            crate::cli::TextOrJson::Text,
-            false,
-            printer,
         );
     }
     let lock = crate::lock::acquire(&cluster.pki_dir, "bootstrap")?;
