@@ -415,17 +415,29 @@ fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
         .filter(|(_, state)| matches!(state, AuthorityState::Create))
         .map(|(authority, _)| *authority)
         .collect();
-    let created: Vec<(Authority, CertificateAuthority)> = to_create
-        .par_iter()
-        .map(|authority| {
-            issue::new_authority(
-                &authority.common_name(cluster),
-                algorithm,
-                cluster.ca_validity_days,
-            )
-            .map(|ca| (*authority, ca))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    // The CAs and the service-account key in parallel: with RSA each key
+    // takes long enough that this barrier before the leaves matters.
+    let (created, service_account_key) = rayon::join(
+        || {
+            to_create
+                .par_iter()
+                .map(|authority| {
+                    issue::new_authority(
+                        &authority.common_name(cluster),
+                        algorithm,
+                        cluster.ca_validity_days,
+                    )
+                    .map(|ca| (*authority, ca))
+                })
+                .collect::<anyhow::Result<Vec<(Authority, CertificateAuthority)>>>()
+        },
+        || match service_account {
+            ServiceAccountAction::Create => issue::generate_key(algorithm).map(Some),
+            _ => Ok(None),
+        },
+    );
+    let created = created?;
+    let service_account_key = service_account_key?;
 
     let mut files = Vec::new();
     for (authority, ca) in &created {
@@ -458,7 +470,8 @@ fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
             mode: PUBLIC,
         }),
         ServiceAccountAction::Create => {
-            let key = issue::generate_key(algorithm)?;
+            let key = service_account_key
+                .ok_or_else(|| anyhow::anyhow!("service-account key was not generated"))?;
             files.push(NewFile {
                 relative: SERVICE_ACCOUNT_KEY.to_string(),
                 contents: key.pem.clone().into_bytes(),

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# PKI benchmark: `ocfk8s pki generate` (release build) against the same PKI
+# made by cfssl (kubetool's engine, bench/pki/cfssl.sh), for 3 masters and
+# 200 workers, with ECDSA P-256 and RSA-2048, plus the signing floor (key
+# generation and one signature per certificate, nothing else) on one core
+# and on every core. Prints a Markdown table.
+#
+# Usage: bench/pki/run.sh [MASTERS] [WORKERS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+masters=${1:-3}
+workers=${2:-200}
+cargo build --release --quiet --bin ocfk8s --example pki_floor
+ocfk8s=$PWD/target/release/ocfk8s
+floor=$PWD/target/release/examples/pki_floor
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Milliseconds taken by a command (its output discarded).
+measure() {
+  local start end
+  start=$(date +%s%N)
+  "$@" > /dev/null
+  end=$(date +%s%N)
+  echo $(((end - start) / 1000000))
+}
+
+seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
+
+inventory() {
+  local algorithm=$1
+  cat <<TOML
+[cluster]
+name = "bench"
+kubernetes_version = "1.31.4"
+control_plane_endpoint = "10.0.0.1:6443"
+pod_cidr = "10.244.0.0/16"
+service_cidr = "10.96.0.0/12"
+cluster_domain = "cluster.local"
+cni = "flannel"
+key_algorithm = "$algorithm"
+cert_validity_days = 365
+ca_validity_days = 3650
+pki_dir = "pki-$algorithm"
+
+[ssh]
+user = "root"
+port = 22
+concurrency = 32
+
+[install]
+method = "none"
+bin_dir = "/usr/bin"
+TOML
+  for i in $(seq 1 "$masters"); do
+    printf '\n[[master]]\nname = "m%d"\naddress = "10.0.1.%d"\n' "$i" "$i"
+  done
+  for i in $(seq 1 "$workers"); do
+    printf '\n[[worker]]\nname = "w%d"\naddress = "10.0.%d.%d"\n' "$i" $((2 + i / 250)) $((i % 250 + 1))
+  done
+}
+
+cores=$(nproc)
+echo "PKI for $masters masters + $workers workers on $cores cores ($(uname -m))"
+echo
+echo "| keys | certificates | ocfk8s pki generate | cfssl (kubetool's engine, $cores parallel) | speed-up | floor, 1 core | floor, $cores cores | ocfk8s / floor ($cores cores) |"
+echo "|---|---|---|---|---|---|---|---|"
+for algorithm in ecdsa-p256 rsa-2048; do
+  inventory "$algorithm" > "$work/$algorithm.toml"
+  ocfk8s_ms=$(measure "$ocfk8s" -q -i "$work/$algorithm.toml" pki generate)
+  store=$work/pki-$algorithm
+  # Every certificate of the store: files, plus admin and super-admin,
+  # which live only in their kubeconfigs; and the service-account key.
+  certificates=$(($(find "$store" -name '*.crt' | wc -l) + 2))
+  keys=$((certificates + 1))
+  second_ms=$(measure "$ocfk8s" -q -i "$work/$algorithm.toml" pki generate)
+
+  cfssl_ms=$(measure bench/pki/cfssl.sh "$algorithm" "$work/cfssl-$algorithm" "$masters" "$workers")
+  cfssl_certificates=$(find "$work/cfssl-$algorithm" -name '*.pem' ! -name '*-key.pem' | wc -l)
+  if [ "$cfssl_certificates" -ne "$certificates" ]; then
+    echo "cfssl made $cfssl_certificates certificates, ocfk8s $certificates" >&2
+    exit 1
+  fi
+
+  floor_one=$(awk -v s="$("$floor" "$keys" "$algorithm" 1)" 'BEGIN { printf "%d", s * 1000 }')
+  floor_all=$(awk -v s="$("$floor" "$keys" "$algorithm" 0)" 'BEGIN { printf "%d", s * 1000 }')
+  echo "| $algorithm | $certificates | $(seconds "$ocfk8s_ms") s | $(seconds "$cfssl_ms") s | $(ratio "$cfssl_ms" "$ocfk8s_ms")x | $(seconds "$floor_one") s | $(seconds "$floor_all") s | $(ratio "$ocfk8s_ms" "$((floor_all > 0 ? floor_all : 1))")x |"
+  echo "second run ($algorithm, nothing to do): $(seconds "$second_ms") s" >&2
+done
