@@ -123,12 +123,24 @@ pub(crate) fn plan(cluster: &Cluster, store: &Store) -> anyhow::Result<Plan> {
 
     let service_account = check_service_account(store, &mut problems)?;
 
+    // Checking a large store is signature verification and key loading for
+    // every leaf: spread over the cores, results merged in store order.
+    let checked: Vec<(LeafSpec, anyhow::Result<Option<LeafAction>>, Problems)> =
+        certlist::leaves(cluster)
+            .into_par_iter()
+            .map(|spec| {
+                let state = authorities
+                    .get(&spec.authority)
+                    .unwrap_or(&AuthorityState::Broken);
+                let mut leaf_problems = Problems::default();
+                let action = check_leaf(store, &spec, state, &mut leaf_problems);
+                (spec, action, leaf_problems)
+            })
+            .collect();
     let mut leaves = Vec::new();
-    for spec in certlist::leaves(cluster) {
-        let state = authorities
-            .get(&spec.authority)
-            .unwrap_or(&AuthorityState::Broken);
-        if let Some(action) = check_leaf(store, &spec, state, &mut problems)? {
+    for (spec, action, leaf_problems) in checked {
+        problems.0.extend(leaf_problems.0);
+        if let Some(action) = action? {
             leaves.push((spec, action));
         }
     }
