@@ -33,6 +33,9 @@ use crate::inventory::Cluster;
 pub struct Generated {
     /// Store-relative paths of the files written, in store order.
     pub created: Vec<String>,
+    /// Existing certificates whose identity or SANs no longer match the
+    /// inventory (kept as they are; `rotate-certs` re-issues them).
+    pub warnings: Vec<String>,
 }
 
 enum AuthorityState {
@@ -61,6 +64,8 @@ pub(crate) struct Plan {
     authorities: BTreeMap<Authority, AuthorityState>,
     service_account: ServiceAccountAction,
     leaves: Vec<(LeafSpec, LeafAction)>,
+    /// Sound existing material that differs from what the inventory asks.
+    warnings: Vec<String>,
 }
 
 impl Plan {
@@ -77,37 +82,47 @@ impl Plan {
 /// Check the store and create what the inventory needs; see the module docs.
 pub fn generate(cluster: &Cluster) -> anyhow::Result<Generated> {
     let store = Store::open(&cluster.pki_dir);
-    let plan = plan(cluster, &store)?;
+    let mut plan = plan(cluster, &store)?;
+    let warnings = std::mem::take(&mut plan.warnings);
     if plan.is_empty() {
-        return Ok(Generated::default());
+        return Ok(Generated {
+            created: Vec::new(),
+            warnings,
+        });
     }
     let files = execute(cluster, plan)?;
     atomic_write::write_batch(store.dir(), &files)?;
     Ok(Generated {
         created: files.into_iter().map(|file| file.relative).collect(),
+        warnings,
     })
 }
 
-/// Collects every problem found, so one run reports them all.
+/// Collects every problem found, so one run reports them all, and the
+/// warnings about material that is sound but no longer what the inventory
+/// describes.
 #[derive(Default)]
-struct Problems(Vec<String>);
+struct Problems {
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
 
 impl Problems {
     fn push(&mut self, error: anyhow::Error) {
-        self.0.push(format!("{error:#}"));
+        self.errors.push(format!("{error:#}"));
     }
 
     fn say(&mut self, message: String) {
-        self.0.push(message);
+        self.errors.push(message);
     }
 
-    fn into_result(self) -> anyhow::Result<()> {
-        if self.0.is_empty() {
-            return Ok(());
+    fn into_result(self) -> anyhow::Result<Vec<String>> {
+        if self.errors.is_empty() {
+            return Ok(self.warnings);
         }
         Err(bad_input(format!(
             "the PKI store is inconsistent; nothing was written:\n  {}",
-            self.0.join("\n  ")
+            self.errors.join("\n  ")
         )))
     }
 }
@@ -139,16 +154,18 @@ pub(crate) fn plan(cluster: &Cluster, store: &Store) -> anyhow::Result<Plan> {
             .collect();
     let mut leaves = Vec::new();
     for (spec, action, leaf_problems) in checked {
-        problems.0.extend(leaf_problems.0);
+        problems.errors.extend(leaf_problems.errors);
+        problems.warnings.extend(leaf_problems.warnings);
         if let Some(action) = action? {
             leaves.push((spec, action));
         }
     }
-    problems.into_result()?;
+    let warnings = problems.into_result()?;
     Ok(Plan {
         authorities,
         service_account,
         leaves,
+        warnings,
     })
 }
 
@@ -285,7 +302,15 @@ fn check_leaf(
                 ca_certificate,
                 spec.authority,
             ) {
-                Ok(pair) => Some(pair),
+                Ok(pair) => {
+                    if let Some(difference) = differs_from_spec(spec, &pair.0) {
+                        problems.warnings.push(format!(
+                            "{}: {difference}; kept (`ocfk8s rotate-certs` re-issues it)",
+                            cert_path.display()
+                        ));
+                    }
+                    Some(pair)
+                }
                 Err(error) => {
                     problems.push(error);
                     return Ok(None);
@@ -421,6 +446,7 @@ fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
         authorities,
         service_account,
         leaves,
+        warnings: _,
     } = plan;
     let to_create: Vec<Authority> = authorities
         .iter()
@@ -554,4 +580,55 @@ fn leaf_files(
         });
     }
     Ok(files)
+}
+
+/// How an existing certificate differs from what the inventory asks of it:
+/// subject or SANs (a changed endpoint, an adopted kubeadm certificate).
+fn differs_from_spec(spec: &LeafSpec, certificate: &Certificate) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let parsed = certificate.x509().ok()?;
+    let common_name = certificate.common_name();
+    if common_name != spec.common_name {
+        return Some(format!(
+            "subject CN {common_name:?}, the inventory asks for {:?}",
+            spec.common_name
+        ));
+    }
+    let mut dns_names = Vec::new();
+    let mut ip_addresses = Vec::new();
+    if let Ok(Some(names)) = parsed.subject_alternative_name() {
+        for name in &names.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => dns_names.push(dns.to_string()),
+                GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes)
+                            .ok()
+                            .map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    ip_addresses.extend(ip);
+                }
+                _ => {}
+            }
+        }
+    }
+    let missing: Vec<String> = spec
+        .dns_names
+        .iter()
+        .filter(|name| !dns_names.contains(name))
+        .cloned()
+        .chain(
+            spec.ip_addresses
+                .iter()
+                .filter(|ip| !ip_addresses.contains(ip))
+                .map(|ip| ip.to_string()),
+        )
+        .collect();
+    if missing.is_empty() {
+        None
+    } else {
+        Some(format!("lacks the SANs {}", missing.join(", ")))
+    }
 }
