@@ -5,6 +5,10 @@
 //!
 //! Usage: `pki_floor COUNT ecdsa-p256|rsa-2048 THREADS` (0 threads: all
 //! cores). Prints the elapsed seconds.
+//!
+//! `pki_floor write DIR FILES` measures the other floor, durable file
+//! creation: FILES small files written the way the store is (temporary
+//! file, one `syncfs`, rename, one more `syncfs`), with no cryptography.
 
 use std::time::Instant;
 
@@ -21,8 +25,55 @@ fn generate(algorithm: &str) -> anyhow::Result<KeyPair> {
     })
 }
 
+/// Write `files` 600-byte files below `dir` as the store is written.
+fn write_floor(dir: &std::path::Path, files: usize) -> anyhow::Result<f64> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let start = Instant::now();
+    std::fs::create_dir_all(dir)?;
+    let contents = vec![b'x'; 600];
+    let temporaries: Vec<(std::path::PathBuf, std::path::PathBuf)> = (0..files)
+        .into_par_iter()
+        .map(|index| -> anyhow::Result<_> {
+            let target = dir.join(format!("file-{index}"));
+            let temporary = dir.join(format!(".file-{index}.tmp"));
+            let mut handle = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temporary)?;
+            handle.write_all(&contents)?;
+            Ok((temporary, target))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let sync = || -> anyhow::Result<()> {
+        let handle = std::fs::File::open(dir)?;
+        // SAFETY: syncfs only reads the descriptor, which `handle` keeps open.
+        anyhow::ensure!(
+            unsafe { libc::syncfs(handle.as_raw_fd()) } == 0,
+            "syncfs failed"
+        );
+        Ok(())
+    };
+    sync()?;
+    for (temporary, target) in &temporaries {
+        std::fs::rename(temporary, target)?;
+    }
+    sync()?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
 fn main() -> anyhow::Result<()> {
     let arguments: Vec<String> = std::env::args().collect();
+    if arguments.get(1).map(String::as_str) == Some("write") {
+        let dir = arguments
+            .get(2)
+            .ok_or_else(|| anyhow::anyhow!("usage: pki_floor write DIR FILES"))?;
+        let files: usize = arguments.get(3).map_or(Ok(1284), |files| files.parse())?;
+        println!("{:.3}", write_floor(std::path::Path::new(dir), files)?);
+        return Ok(());
+    }
     let count: usize = arguments.get(1).map_or(Ok(437), |count| count.parse())?;
     let algorithm = arguments
         .get(2)

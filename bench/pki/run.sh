@@ -18,13 +18,17 @@ floor=$PWD/target/release/examples/pki_floor
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# Milliseconds taken by a command (its output discarded).
+# Run a command (output discarded), setting wall_ms and cpu_ms (user +
+# system time of it and its children). On a shared machine CPU time is the
+# steadier figure; wall time is what a user waits.
 measure() {
-  local start end
-  start=$(date +%s%N)
-  "$@" > /dev/null
-  end=$(date +%s%N)
-  echo $(((end - start) / 1000000))
+  local times
+  times=$(mktemp)
+  /usr/bin/time -f '%e %U %S' -o "$times" "$@" > /dev/null
+  read -r wall user system < "$times"
+  rm -f "$times"
+  wall_ms=$(awk -v s="$wall" 'BEGIN { printf "%d", s * 1000 }')
+  cpu_ms=$(awk -v u="$user" -v s="$system" 'BEGIN { printf "%d", (u + s) * 1000 }')
 }
 
 seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
@@ -64,29 +68,40 @@ TOML
 }
 
 cores=$(nproc)
-echo "PKI for $masters masters + $workers workers on $cores cores ($(uname -m))"
+echo "PKI for $masters masters + $workers workers on $cores cores ($(uname -m)), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| keys | certificates | ocfk8s pki generate | cfssl (kubetool's engine, $cores parallel) | speed-up | floor, 1 core | floor, $cores cores | ocfk8s / floor ($cores cores) |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "Wall time, CPU time (user + system) in parentheses."
+echo
+echo "| keys | certificates | ocfk8s pki generate | cfssl (kubetool's engine, $cores parallel) | speed-up | signing floor, 1 core | signing floor, $cores cores | writing floor | ocfk8s / signing floor |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for algorithm in ecdsa-p256 rsa-2048; do
   inventory "$algorithm" > "$work/$algorithm.toml"
-  ocfk8s_ms=$(measure "$ocfk8s" -q -i "$work/$algorithm.toml" pki generate)
+  measure "$ocfk8s" -q -i "$work/$algorithm.toml" pki generate
+  ocfk8s_wall=$wall_ms ocfk8s_cpu=$cpu_ms
   store=$work/pki-$algorithm
   # Every certificate of the store: files, plus admin and super-admin,
   # which live only in their kubeconfigs; and the service-account key.
   certificates=$(($(find "$store" -name '*.crt' | wc -l) + 2))
   keys=$((certificates + 1))
-  second_ms=$(measure "$ocfk8s" -q -i "$work/$algorithm.toml" pki generate)
+  files=$(find "$store" -type f | wc -l)
+  measure "$ocfk8s" -q -i "$work/$algorithm.toml" pki generate
+  second_wall=$wall_ms
 
-  cfssl_ms=$(measure bench/pki/cfssl.sh "$algorithm" "$work/cfssl-$algorithm" "$masters" "$workers")
+  measure bench/pki/cfssl.sh "$algorithm" "$work/cfssl-$algorithm" "$masters" "$workers"
+  cfssl_wall=$wall_ms cfssl_cpu=$cpu_ms
   cfssl_certificates=$(find "$work/cfssl-$algorithm" -name '*.pem' ! -name '*-key.pem' | wc -l)
   if [ "$cfssl_certificates" -ne "$certificates" ]; then
     echo "cfssl made $cfssl_certificates certificates, ocfk8s $certificates" >&2
     exit 1
   fi
 
-  floor_one=$(awk -v s="$("$floor" "$keys" "$algorithm" 1)" 'BEGIN { printf "%d", s * 1000 }')
-  floor_all=$(awk -v s="$("$floor" "$keys" "$algorithm" 0)" 'BEGIN { printf "%d", s * 1000 }')
-  echo "| $algorithm | $certificates | $(seconds "$ocfk8s_ms") s | $(seconds "$cfssl_ms") s | $(ratio "$cfssl_ms" "$ocfk8s_ms")x | $(seconds "$floor_one") s | $(seconds "$floor_all") s | $(ratio "$ocfk8s_ms" "$((floor_all > 0 ? floor_all : 1))")x |"
-  echo "second run ($algorithm, nothing to do): $(seconds "$second_ms") s" >&2
+  measure "$floor" "$keys" "$algorithm" 1
+  one_wall=$wall_ms one_cpu=$cpu_ms
+  measure "$floor" "$keys" "$algorithm" 0
+  all_wall=$wall_ms all_cpu=$cpu_ms
+  measure "$floor" write "$work/write-$algorithm" "$files"
+  write_wall=$wall_ms write_cpu=$cpu_ms
+
+  echo "| $algorithm | $certificates ($files files) | $(seconds "$ocfk8s_wall") s ($(seconds "$ocfk8s_cpu")) | $(seconds "$cfssl_wall") s ($(seconds "$cfssl_cpu")) | $(ratio "$cfssl_wall" "$ocfk8s_wall")x ($(ratio "$cfssl_cpu" "$ocfk8s_cpu")x) | $(seconds "$one_wall") s ($(seconds "$one_cpu")) | $(seconds "$all_wall") s ($(seconds "$all_cpu")) | $(seconds "$write_wall") s ($(seconds "$write_cpu")) | $(ratio "$ocfk8s_wall" "$((all_wall > 0 ? all_wall : 1))")x ($(ratio "$ocfk8s_cpu" "$((all_cpu > 0 ? all_cpu : 1))")x) |"
+  echo "second run ($algorithm, nothing to do): $(seconds "$second_wall") s" >&2
 done
