@@ -783,5 +783,12 @@ fn changed_endpoint_keeps_existing_certificates_and_warns() {
         run.stderr
     );
     assert!(run.stderr.contains("rotate-certs"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "admin.conf: server https://kube.example.org:6443, the inventory asks for https://api.example.net:6443"
+        ),
+        "{}",
+        run.stderr
+    );
     assert_eq!(before, snapshot(&cluster.store()));
 }

@@ -340,7 +340,20 @@ fn check_leaf(
         Some((relative, bytes)) => {
             let path = store.path(&relative);
             match check_kubeconfig(&path, &bytes, ca, spec.authority) {
-                Ok(embedded) => Some((path, embedded)),
+                Ok(embedded) => {
+                    if let Some(wanted) = &spec.kubeconfig {
+                        if embedded.server != wanted.server {
+                            problems.warnings.push(format!(
+                                "{}: server {}, the inventory asks for {}; kept \
+                                 (`ocfk8s rotate-certs` rewrites it)",
+                                path.display(),
+                                embedded.server,
+                                wanted.server
+                            ));
+                        }
+                    }
+                    Some((path, embedded))
+                }
                 Err(error) => {
                     problems.push(error);
                     return Ok(None);
