@@ -12,7 +12,8 @@
 //! nor anything it could have signed exists, and a leaf only when none of its
 //! files exist. A kubeconfig missing beside an existing certificate pair is
 //! rebuilt from that pair; a pair missing beside an existing kubeconfig is
-//! taken from the kubeconfig.
+//! taken from the kubeconfig. Only [`reissue`] (certificate rotation)
+//! replaces leaves, and only those it is asked to.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -82,7 +83,34 @@ impl Plan {
 /// Check the store and create what the inventory needs; see the module docs.
 pub fn generate(cluster: &Cluster) -> anyhow::Result<Generated> {
     let store = Store::open(&cluster.pki_dir);
+    let plan = plan(cluster, &store)?;
+    write(cluster, &store, plan)
+}
+
+/// Re-issue the leaves `select` picks (new keys, new serials, same CAs),
+/// replacing their files and kubeconfigs atomically, and create whatever
+/// else is missing, as [`generate`] would. The whole store is checked
+/// first, exactly as for `generate`: an inconsistent store is bad input and
+/// nothing is written. This is the PKI half of `rotate-certs`.
+pub fn reissue(cluster: &Cluster, select: impl Fn(&LeafSpec) -> bool) -> anyhow::Result<Generated> {
+    let store = Store::open(&cluster.pki_dir);
     let mut plan = plan(cluster, &store)?;
+    let mut planned: BTreeMap<String, LeafAction> = std::mem::take(&mut plan.leaves)
+        .into_iter()
+        .map(|(spec, action)| (spec.base, action))
+        .collect();
+    for spec in certlist::leaves(cluster) {
+        let repair = planned.remove(&spec.base);
+        if select(&spec) {
+            plan.leaves.push((spec, LeafAction::Create));
+        } else if let Some(action) = repair {
+            plan.leaves.push((spec, action));
+        }
+    }
+    write(cluster, &store, plan)
+}
+
+fn write(cluster: &Cluster, store: &Store, mut plan: Plan) -> anyhow::Result<Generated> {
     let warnings = std::mem::take(&mut plan.warnings);
     if plan.is_empty() {
         return Ok(Generated {
@@ -643,5 +671,78 @@ fn differs_from_spec(spec: &LeafSpec, certificate: &Certificate) -> Option<Strin
         None
     } else {
         Some(format!("lacks the SANs {}", missing.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVENTORY: &str = r#"
+[cluster]
+name = "unit"
+kubernetes_version = "1.31.4"
+pod_cidr = "10.244.0.0/16"
+service_cidr = "10.96.0.0/12"
+cluster_domain = "cluster.local"
+cni = "flannel"
+key_algorithm = "ecdsa-p256"
+cert_validity_days = 365
+ca_validity_days = 3650
+
+[ssh]
+user = "root"
+port = 22
+concurrency = 8
+
+[install]
+method = "apt"
+bin_dir = "/usr/bin"
+
+[[master]]
+name = "m1"
+address = "192.0.2.11"
+
+[[worker]]
+name = "w1"
+address = "192.0.2.21"
+"#;
+
+    #[test]
+    fn reissue_replaces_only_the_selected_leaves_under_the_same_ca() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("inventory.toml");
+        std::fs::write(&path, INVENTORY).expect("write inventory");
+        let cluster = crate::inventory::load(&path).expect("inventory").cluster;
+        generate(&cluster).expect("generate");
+        let store = Store::open(&cluster.pki_dir);
+        let read = |relative: &str| store.read(relative).expect("read");
+        let ca = read("ca.crt");
+        let apiserver = read("nodes/m1/apiserver.crt");
+        let kubelet = read("nodes/w1/kubelet.crt");
+        std::fs::remove_file(store.path("nodes/w1/kube-proxy.conf")).expect("remove");
+
+        let written = reissue(&cluster, |spec| spec.base == "nodes/m1/apiserver").expect("reissue");
+        let mut files = written.created.clone();
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                "nodes/m1/apiserver.crt",
+                "nodes/m1/apiserver.key",
+                "nodes/w1/kube-proxy.conf"
+            ]
+        );
+        assert_eq!(read("ca.crt"), ca);
+        assert_eq!(read("nodes/w1/kubelet.crt"), kubelet);
+        let renewed = read("nodes/m1/apiserver.crt");
+        assert_ne!(renewed, apiserver);
+        let path = store.path("nodes/m1/apiserver.crt");
+        let authority = Certificate::parse(&store.path("ca.crt"), &ca).expect("ca");
+        assert!(Certificate::parse(&path, &renewed)
+            .expect("leaf")
+            .is_signed_by(&authority));
+        // The store is consistent afterwards: nothing left to do.
+        assert!(generate(&cluster).expect("generate").created.is_empty());
     }
 }
