@@ -9,6 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+for tool in cfssl cfssljson openssl /usr/bin/time; do
+  command -v "$tool" > /dev/null || { echo "bench/pki/run.sh: $tool is missing (scripts/install-deps)" >&2; exit 1; }
+done
+
 masters=${1:-3}
 workers=${2:-200}
 cargo build --release --quiet --bin ocfk8s --example pki_floor
