@@ -767,3 +767,28 @@ fn kubeconfig_prints_the_stored_admin_conf_and_requires_the_store() {
     let unknown = cluster.run(&["kubeconfig", "--user", "root"]);
     assert_eq!(unknown.status, 2);
 }
+
+#[test]
+fn changed_endpoint_keeps_existing_certificates_and_warns() {
+    let cluster = Cluster::base();
+    cluster.generate();
+    let before = snapshot(&cluster.store());
+    cluster.set_inventory(&BASE.replace("kube.example.org", "api.example.net"));
+    let run = cluster.generate();
+    assert_eq!(run.stdout.trim(), "PKI store up to date, nothing to do");
+    assert!(
+        run.stderr
+            .contains("nodes/m1/apiserver.crt: lacks the SANs api.example.net"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("rotate-certs"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "admin.conf: server https://kube.example.org:6443, the inventory asks for https://api.example.net:6443"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(before, snapshot(&cluster.store()));
+}

@@ -78,10 +78,14 @@ pub fn write_batch(root: &Path, files: &[NewFile]) -> anyhow::Result<()> {
         return Err(error);
     }
 
-    for (temporary, file) in written.iter().zip(files) {
+    for (index, (temporary, file)) in written.iter().zip(files).enumerate() {
         let target = root.join(&file.relative);
-        std::fs::rename(temporary, &target)
-            .with_context(|| format!("renaming {} into place", target.display()))?;
+        if let Err(error) = std::fs::rename(temporary, &target) {
+            for leftover in &written[index..] {
+                let _ = std::fs::remove_file(leftover);
+            }
+            return Err(error).with_context(|| format!("renaming {} into place", target.display()));
+        }
     }
     sync_filesystem(root)
 }

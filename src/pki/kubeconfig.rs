@@ -62,6 +62,8 @@ struct NamedCluster {
 struct ClusterEntry {
     #[serde(rename = "certificate-authority-data")]
     certificate_authority_data: Option<String>,
+    #[serde(default)]
+    server: String,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +81,7 @@ struct UserEntry {
 
 /// What a stored kubeconfig embeds.
 pub struct Embedded {
+    pub server: String,
     pub authority: Certificate,
     pub certificate: Certificate,
     pub key: PrivateKey,
@@ -120,6 +123,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> anyhow::Result<Embedded> {
     let certificate_bytes = decode("client-certificate-data", user.client_certificate_data)?;
     let key_bytes = decode("client-key-data", user.client_key_data)?;
     Ok(Embedded {
+        server: cluster.server,
         authority: Certificate::parse(&label("certificate-authority-data"), &authority_bytes)?,
         certificate: Certificate::parse(&label("client-certificate-data"), &certificate_bytes)?,
         key: PrivateKey::parse(&label("client-key-data"), &key_bytes)?,

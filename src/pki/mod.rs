@@ -49,7 +49,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-pub use generate::{generate, Generated};
+pub use generate::{generate, reissue, Generated};
 
 use crate::inventory::Cluster;
 
