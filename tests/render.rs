@@ -467,11 +467,8 @@ fn the_apiserver_reaches_every_etcd_member_and_etcd_starts_as_a_new_cluster() {
 fn joining_a_member_changes_only_its_environment_files() {
     let rendered = render(&base_inventory(), &[]);
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
-    let text = std::fs::read_to_string(&rendered.inventory).expect("inventory");
-    let cluster = ocfk8s::inventory::from_str(&rendered.inventory, &text)
-        .expect("inventory")
-        .cluster;
-    let store = ocfk8s::pki::Store::open(&cluster.pki_dir);
+    let cluster = rendered.cluster();
+    let store = rendered.store();
     let bootstrap = ocfk8s::render::RenderOptions::for_cluster(&cluster);
     let mut joining = bootstrap.clone();
     joining.etcd = ocfk8s::render::EtcdBootstrap::join(
@@ -517,11 +514,8 @@ fn joining_a_member_changes_only_its_environment_files() {
 fn files_name_the_units_to_restart_when_they_change() {
     let rendered = render(&base_inventory(), &[]);
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
-    let text = std::fs::read_to_string(&rendered.inventory).expect("inventory");
-    let cluster = ocfk8s::inventory::from_str(&rendered.inventory, &text)
-        .expect("inventory")
-        .cluster;
-    let store = ocfk8s::pki::Store::open(&cluster.pki_dir);
+    let cluster = rendered.cluster();
+    let store = rendered.store();
     let hosts = ocfk8s::render::render_cluster(
         &cluster,
         &store,
@@ -580,6 +574,39 @@ fn files_name_the_units_to_restart_when_they_change() {
             file.path
         );
     }
+}
+
+#[test]
+fn debug_output_of_rendered_files_never_shows_a_secret() {
+    let rendered = render(&base_inventory(), &[]);
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    let cluster = rendered.cluster();
+    let hosts = ocfk8s::render::render_cluster(
+        &cluster,
+        &rendered.store(),
+        &ocfk8s::render::RenderOptions::for_cluster(&cluster),
+    )
+    .expect("render");
+    let shown = format!("{hosts:?}");
+    let mut secrets = 0;
+    for file in hosts.iter().flat_map(|host| &host.files) {
+        if !file.secret {
+            continue;
+        }
+        secrets += 1;
+        let text = String::from_utf8_lossy(&file.contents);
+        let first_line = text.lines().nth(1).unwrap_or(&text);
+        assert!(!shown.contains(first_line), "{} shown", file.path);
+        assert!(
+            !shown.contains(&format!("{:?}", file.contents)),
+            "{} shown",
+            file.path
+        );
+        assert!(shown.contains(&file.sha256_hex()), "{} hash", file.path);
+    }
+    assert!(secrets > 20, "{secrets} secrets");
+    assert!(!shown.contains("PRIVATE KEY"));
+    assert!(!shown.contains("client-key-data"));
 }
 
 #[test]

@@ -23,6 +23,18 @@ impl Rendered {
         self.out.join(name)
     }
 
+    /// The inventory as the library resolves it, to render in process.
+    pub fn cluster(&self) -> ocfk8s::inventory::Cluster {
+        ocfk8s::inventory::load(&self.inventory)
+            .expect("inventory")
+            .cluster
+    }
+
+    /// The PKI store `render` generated.
+    pub fn store(&self) -> ocfk8s::pki::Store {
+        ocfk8s::pki::Store::open(&self.cluster().pki_dir)
+    }
+
     /// A rendered file's text.
     pub fn text(&self, host: &str, path: &str) -> String {
         let full = self.host(host).join(path.trim_start_matches('/'));
