@@ -732,6 +732,29 @@ fn certs_check_lists_every_certificate_and_kubeconfig_with_its_ca() {
         "{line}"
     );
     assert!(table.stdout.contains("CERTIFICATE AUTHORITY   EXPIRES"));
+    // Rows sorted by name, as kubeadm lists them.
+    let names: Vec<&str> = table
+        .stdout
+        .lines()
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(names.len(), certificates.len(), "{}", table.stdout);
+    let mut sorted_names = names.clone();
+    sorted_names.sort();
+    assert_eq!(names, sorted_names);
+    let position = |name: &str| {
+        names
+            .iter()
+            .position(|row| *row == name)
+            .unwrap_or_else(|| panic!("no {name} row:\n{}", table.stdout))
+    };
+    assert!(
+        position("nodes/m1/apiserver") < position("nodes/m1/apiserver-kubelet-client"),
+        "{}",
+        table.stdout
+    );
 }
 
 #[test]

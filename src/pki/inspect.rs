@@ -96,6 +96,9 @@ pub fn inspect(store: &Store) -> anyhow::Result<Report> {
             .unwrap_or_else(|| "unknown".to_string());
         certificates.push(entry(name, &relative, &certificate, Some(authority), now)?);
     }
+    // By name, as kubeadm lists them: `apiserver` before
+    // `apiserver-kubelet-client`, which file order (`-` < `.`) would invert.
+    certificates.sort_by(|left, right| left.name.cmp(&right.name));
     Ok(Report {
         certificates,
         authorities,
