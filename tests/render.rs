@@ -815,5 +815,7 @@ fn the_operators_tls_certificate_is_served_instead_of_the_stores() {
     let run = rendered.again(&["render", "--out", "again"]);
     assert_eq!(run.status, 2, "stderr: {}", run.stderr);
     assert!(run.stderr.contains("certs/wildcard.key"), "{}", run.stderr);
+    assert!(run.stderr.contains("ingress.tls_key"), "{}", run.stderr);
+    assert!(!run.stderr.contains("certificate file"), "{}", run.stderr);
     assert!(!dir.join("again").exists(), "nothing written");
 }
