@@ -592,6 +592,35 @@ fn kubeconfig_with_a_foreign_ca_is_refused() {
 }
 
 #[test]
+fn a_key_in_place_of_a_kubeconfig_is_refused_without_showing_it() {
+    let key_line = |cluster: &Cluster| {
+        String::from_utf8(read(&cluster.file("ca.key")))
+            .expect("utf-8")
+            .lines()
+            .nth(1)
+            .expect("key body")
+            .to_string()
+    };
+    refused_without_writing(
+        |cluster| {
+            std::fs::copy(cluster.file("ca.key"), cluster.file("admin.conf")).expect("copy");
+        },
+        "admin.conf",
+    );
+    let cluster = Cluster::base();
+    cluster.generate();
+    std::fs::copy(cluster.file("ca.key"), cluster.file("admin.conf")).expect("copy");
+    let run = cluster.run(&["certs", "check"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("admin.conf"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains(&key_line(&cluster)) && !run.stderr.contains("BEGIN"),
+        "certs check shows the key:\n{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn ca_is_never_regenerated_while_its_leaves_exist() {
     refused_without_writing(
         |cluster| {

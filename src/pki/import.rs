@@ -179,8 +179,13 @@ fn read_hiera(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         .map_err(|error| bad_input(format!("{}: {error}", path.display())))?;
     let mut values = BTreeMap::new();
     for document in serde_norway::Deserializer::from_str(&text) {
-        let value = serde_norway::Value::deserialize(document)
-            .map_err(|error| bad_input(format!("{}: not YAML: {error}", path.display())))?;
+        let value = serde_norway::Value::deserialize(document).map_err(|error| {
+            bad_input(format!(
+                "{}: not YAML: {}",
+                path.display(),
+                super::kubeconfig::yaml_error(&error)
+            ))
+        })?;
         if let serde_norway::Value::Mapping(mapping) = value {
             for (key, value) in mapping {
                 if let (Some(key), Some(value)) = (key.as_str(), value.as_str()) {

@@ -87,10 +87,32 @@ pub struct Embedded {
     pub key: PrivateKey,
 }
 
+/// A YAML error without the values it quotes: serde echoes a mistyped
+/// value (`invalid type: string "-----BEGIN PRIVATE KEY----- ..."`), and
+/// the files read here hold keys.
+pub(crate) fn yaml_error(error: &serde_norway::Error) -> String {
+    let message = error.to_string();
+    match (message.find('"'), message.rfind('"')) {
+        (Some(first), Some(last)) if first < last => {
+            format!(
+                "{}<value not shown>{}",
+                &message[..first],
+                &message[last + 1..]
+            )
+        }
+        _ => message,
+    }
+}
+
 /// Read the credentials embedded in a kubeconfig; `file` names it in errors.
 pub fn parse(file: &Path, bytes: &[u8]) -> anyhow::Result<Embedded> {
-    let config: Kubeconfig = serde_norway::from_slice(bytes)
-        .map_err(|error| bad_input(format!("{}: not a kubeconfig: {error}", file.display())))?;
+    let config: Kubeconfig = serde_norway::from_slice(bytes).map_err(|error| {
+        bad_input(format!(
+            "{}: not a kubeconfig: {}",
+            file.display(),
+            yaml_error(&error)
+        ))
+    })?;
     let missing = |what: &str| bad_input(format!("{}: kubeconfig has no {what}", file.display()));
     let cluster = config
         .clusters
