@@ -149,7 +149,10 @@ fn client(
         base,
         authority,
         common_name: common_name.to_string(),
-        organizations: organizations.iter().map(|o| o.to_string()).collect(),
+        organizations: organizations
+            .iter()
+            .map(|organization| organization.to_string())
+            .collect(),
         server_auth: false,
         client_auth: true,
         dns_names: Vec::new(),

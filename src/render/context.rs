@@ -299,7 +299,9 @@ mod tests {
                 .map(|index| vrrp_priority(index, masters))
                 .collect();
             assert_eq!(priorities.len(), masters, "{masters} masters");
-            assert!(priorities.iter().all(|p| (1..=254).contains(p)));
+            assert!(priorities
+                .iter()
+                .all(|priority| (1..=254).contains(priority)));
         }
     }
 }
