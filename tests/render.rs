@@ -523,40 +523,24 @@ fn files_name_the_units_to_restart_when_they_change() {
     let unsorted = paths.clone();
     paths.sort();
     assert_eq!(paths, unsorted, "files sorted by path");
-    let restarts = |paths: &[&str]| m1.units_to_restart(paths.iter().copied());
-    let units = |names: &[&str]| names.iter().map(|name| name.to_string()).collect();
-    assert_eq!(
-        restarts(&["/etc/kubernetes/pki/etcd/peer.crt"]),
-        units(&["etcd.service"])
-    );
-    assert_eq!(
-        restarts(&["/etc/systemd/system/etcd.service"]),
-        units(&["etcd.service"])
-    );
-    assert_eq!(
-        restarts(&["/var/lib/kubelet/config.yaml"]),
-        units(&["kubelet.service"])
-    );
-    assert_eq!(
-        restarts(&["/var/lib/kube-proxy/kubeconfig.conf"]),
-        units(&["kube-proxy.service"])
-    );
-    assert_eq!(
-        restarts(&["/etc/nginx/ssl/ingress.key"]),
-        units(&["nginx.service"])
-    );
-    assert_eq!(
-        restarts(&["/etc/keepalived/keepalived.conf"]),
-        units(&["keepalived.service"])
-    );
-    assert_eq!(
-        restarts(&["/etc/kubernetes/manifests/kube-apiserver.yaml"]),
-        units(&[])
-    );
-    assert_eq!(
-        restarts(&["/etc/kubernetes/addons/flannel.yaml"]),
-        units(&[])
-    );
+    let expected: &[(&str, &[&str])] = &[
+        ("/etc/kubernetes/pki/etcd/peer.crt", &["etcd.service"]),
+        ("/etc/systemd/system/etcd.service", &["etcd.service"]),
+        ("/var/lib/kubelet/config.yaml", &["kubelet.service"]),
+        (
+            "/var/lib/kube-proxy/kubeconfig.conf",
+            &["kube-proxy.service"],
+        ),
+        ("/etc/nginx/ssl/ingress.key", &["nginx.service"]),
+        ("/etc/keepalived/keepalived.conf", &["keepalived.service"]),
+        ("/etc/kubernetes/manifests/kube-apiserver.yaml", &[]),
+        ("/etc/kubernetes/addons/flannel.yaml", &[]),
+    ];
+    for (path, units) in expected {
+        let units: std::collections::BTreeSet<String> =
+            units.iter().map(|unit| unit.to_string()).collect();
+        assert_eq!(m1.units_to_restart([*path]), units, "{path}");
+    }
     for file in &m1.files {
         let secret =
             file.path.ends_with(".key") || file.path.ends_with(".conf") && file.mode == 0o600;
