@@ -205,13 +205,18 @@ const KUBETOOL_KUBERNETES_CA: &str = "kubernetes::kubernetes_ca_crt";
 pub fn from_kubetool(cluster: &Cluster, dir: &Path) -> anyhow::Result<Imported> {
     let entries =
         std::fs::read_dir(dir).map_err(|error| bad_input(format!("{}: {error}", dir.display())))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|extension| extension == "yaml" || extension == "yml")
-        })
-        .collect();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|error| bad_input(format!("{}: {error}", dir.display())))?
+            .path();
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "yaml" || extension == "yml")
+        {
+            files.push(path);
+        }
+    }
     files.sort();
 
     let mut common: Option<(PathBuf, BTreeMap<String, String>)> = None;

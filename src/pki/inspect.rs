@@ -112,7 +112,9 @@ fn entry(
     authority: Option<String>,
     now: i64,
 ) -> anyhow::Result<Entry> {
-    let parsed = certificate.x509()?;
+    let parsed = certificate
+        .x509()
+        .map_err(|error| bad_input(format!("{file}: {error:#}")))?;
     let not_after = parsed.validity().not_after.timestamp();
     Ok(Entry {
         name,
