@@ -592,6 +592,35 @@ fn kubeconfig_with_a_foreign_ca_is_refused() {
 }
 
 #[test]
+fn a_key_in_place_of_a_kubeconfig_is_refused_without_showing_it() {
+    let key_line = |cluster: &Cluster| {
+        String::from_utf8(read(&cluster.file("ca.key")))
+            .expect("utf-8")
+            .lines()
+            .nth(1)
+            .expect("key body")
+            .to_string()
+    };
+    refused_without_writing(
+        |cluster| {
+            std::fs::copy(cluster.file("ca.key"), cluster.file("admin.conf")).expect("copy");
+        },
+        "admin.conf",
+    );
+    let cluster = Cluster::base();
+    cluster.generate();
+    std::fs::copy(cluster.file("ca.key"), cluster.file("admin.conf")).expect("copy");
+    let run = cluster.run(&["certs", "check"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("admin.conf"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains(&key_line(&cluster)) && !run.stderr.contains("BEGIN"),
+        "certs check shows the key:\n{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn ca_is_never_regenerated_while_its_leaves_exist() {
     refused_without_writing(
         |cluster| {
@@ -732,6 +761,29 @@ fn certs_check_lists_every_certificate_and_kubeconfig_with_its_ca() {
         "{line}"
     );
     assert!(table.stdout.contains("CERTIFICATE AUTHORITY   EXPIRES"));
+    // Rows sorted by name, as kubeadm lists them.
+    let names: Vec<&str> = table
+        .stdout
+        .lines()
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(names.len(), certificates.len(), "{}", table.stdout);
+    let mut sorted_names = names.clone();
+    sorted_names.sort();
+    assert_eq!(names, sorted_names);
+    let position = |name: &str| {
+        names
+            .iter()
+            .position(|row| *row == name)
+            .unwrap_or_else(|| panic!("no {name} row:\n{}", table.stdout))
+    };
+    assert!(
+        position("nodes/m1/apiserver") < position("nodes/m1/apiserver-kubelet-client"),
+        "{}",
+        table.stdout
+    );
 }
 
 #[test]
@@ -766,4 +818,29 @@ fn kubeconfig_prints_the_stored_admin_conf_and_requires_the_store() {
     );
     let unknown = cluster.run(&["kubeconfig", "--user", "root"]);
     assert_eq!(unknown.status, 2);
+}
+
+#[test]
+fn changed_endpoint_keeps_existing_certificates_and_warns() {
+    let cluster = Cluster::base();
+    cluster.generate();
+    let before = snapshot(&cluster.store());
+    cluster.set_inventory(&BASE.replace("kube.example.org", "api.example.net"));
+    let run = cluster.generate();
+    assert_eq!(run.stdout.trim(), "PKI store up to date, nothing to do");
+    assert!(
+        run.stderr
+            .contains("nodes/m1/apiserver.crt: lacks the SANs api.example.net"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("rotate-certs"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "admin.conf: server https://kube.example.org:6443, the inventory asks for https://api.example.net:6443"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(before, snapshot(&cluster.store()));
 }

@@ -82,7 +82,7 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn render_writes_exactly_each_hosts_files() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let lines: Vec<&str> = rendered.run.stdout.lines().collect();
     assert_eq!(lines.len(), 5, "one line per host: {}", rendered.run.stdout);
@@ -107,7 +107,7 @@ fn render_writes_exactly_each_hosts_files() {
 
 #[test]
 fn keys_and_kubeconfigs_are_0600_and_everything_else_0644() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     for host in MASTERS.iter().chain(&WORKERS) {
         for path in host_paths(&rendered.host(host)) {
@@ -131,7 +131,7 @@ fn keys_and_kubeconfigs_are_0600_and_everything_else_0644() {
 
 #[test]
 fn workers_never_receive_a_ca_key_sa_key_or_etcd_material() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     for worker in WORKERS {
         let paths = host_paths(&rendered.host(worker));
@@ -152,16 +152,13 @@ fn workers_never_receive_a_ca_key_sa_key_or_etcd_material() {
 
 #[test]
 fn rerendering_replaces_host_trees_and_keeps_other_files() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let stray = rendered.host("w1").join("etc/stray.conf");
     std::fs::write(&stray, "left from before").expect("write");
     let unrelated = rendered.out.join("NOTES");
     std::fs::write(&unrelated, "mine").expect("write");
-    let again = render_support::run_in(
-        rendered.dir.path(),
-        &["-i", "inventory.toml", "render", "--out", "out"],
-    );
+    let again = rendered.again(&["render", "--out", "out"]);
     assert_eq!(again.status, 0, "stderr: {}", again.stderr);
     assert!(!stray.exists(), "a host's tree is written anew");
     assert_eq!(std::fs::read_to_string(&unrelated).expect("read"), "mine");
@@ -187,13 +184,10 @@ fn a_missing_pki_store_asks_for_pki_generate() {
 
 #[test]
 fn an_incomplete_pki_store_names_what_is_missing() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     let store = rendered.dir.path().join("pki/test");
     std::fs::remove_file(store.join("nodes/w2/kube-proxy.conf")).expect("remove");
-    let run = render_support::run_in(
-        rendered.dir.path(),
-        &["-i", "inventory.toml", "render", "--out", "again"],
-    );
+    let run = rendered.again(&["render", "--out", "again"]);
     assert_eq!(run.status, 2, "stderr: {}", run.stderr);
     assert!(
         run.stderr.contains("nodes/w2/kube-proxy.conf"),
@@ -216,7 +210,7 @@ fn yaml_documents(text: &str) -> Vec<serde_norway::Value> {
 
 #[test]
 fn every_yaml_file_parses_and_manifests_are_kubernetes_objects() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     for host in MASTERS.iter().chain(&WORKERS) {
         for path in host_paths(&rendered.host(host)) {
@@ -351,7 +345,7 @@ struct KubeProxyClientConnection {
 
 #[test]
 fn component_configs_deserialize_into_the_upstream_types() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     for host in MASTERS.iter().chain(&WORKERS) {
         let kubelet: KubeletConfiguration =
@@ -396,7 +390,7 @@ fn component_configs_deserialize_into_the_upstream_types() {
 
 #[test]
 fn kubeconfigs_load_with_kubectl() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let kubeconfigs = [
         "/etc/kubernetes/kubelet.conf",
@@ -435,7 +429,7 @@ fn kubeconfigs_load_with_kubectl() {
 
 #[test]
 fn the_apiserver_reaches_every_etcd_member_and_etcd_starts_as_a_new_cluster() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let manifest = rendered.text("m2", "/etc/kubernetes/manifests/kube-apiserver.yaml");
     assert!(
@@ -465,13 +459,10 @@ fn the_apiserver_reaches_every_etcd_member_and_etcd_starts_as_a_new_cluster() {
 
 #[test]
 fn joining_a_member_changes_only_its_environment_files() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
-    let text = std::fs::read_to_string(&rendered.inventory).expect("inventory");
-    let cluster = ocfk8s::inventory::from_str(&rendered.inventory, &text)
-        .expect("inventory")
-        .cluster;
-    let store = ocfk8s::pki::Store::open(&cluster.pki_dir);
+    let cluster = rendered.cluster();
+    let store = rendered.store();
     let bootstrap = ocfk8s::render::RenderOptions::for_cluster(&cluster);
     let mut joining = bootstrap.clone();
     joining.etcd = ocfk8s::render::EtcdBootstrap::join(
@@ -515,13 +506,10 @@ fn joining_a_member_changes_only_its_environment_files() {
 
 #[test]
 fn files_name_the_units_to_restart_when_they_change() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
-    let text = std::fs::read_to_string(&rendered.inventory).expect("inventory");
-    let cluster = ocfk8s::inventory::from_str(&rendered.inventory, &text)
-        .expect("inventory")
-        .cluster;
-    let store = ocfk8s::pki::Store::open(&cluster.pki_dir);
+    let cluster = rendered.cluster();
+    let store = rendered.store();
     let hosts = ocfk8s::render::render_cluster(
         &cluster,
         &store,
@@ -535,40 +523,24 @@ fn files_name_the_units_to_restart_when_they_change() {
     let unsorted = paths.clone();
     paths.sort();
     assert_eq!(paths, unsorted, "files sorted by path");
-    let restarts = |paths: &[&str]| m1.units_to_restart(paths.iter().copied());
-    let units = |names: &[&str]| names.iter().map(|name| name.to_string()).collect();
-    assert_eq!(
-        restarts(&["/etc/kubernetes/pki/etcd/peer.crt"]),
-        units(&["etcd.service"])
-    );
-    assert_eq!(
-        restarts(&["/etc/systemd/system/etcd.service"]),
-        units(&["etcd.service"])
-    );
-    assert_eq!(
-        restarts(&["/var/lib/kubelet/config.yaml"]),
-        units(&["kubelet.service"])
-    );
-    assert_eq!(
-        restarts(&["/var/lib/kube-proxy/kubeconfig.conf"]),
-        units(&["kube-proxy.service"])
-    );
-    assert_eq!(
-        restarts(&["/etc/nginx/ssl/ingress.key"]),
-        units(&["nginx.service"])
-    );
-    assert_eq!(
-        restarts(&["/etc/keepalived/keepalived.conf"]),
-        units(&["keepalived.service"])
-    );
-    assert_eq!(
-        restarts(&["/etc/kubernetes/manifests/kube-apiserver.yaml"]),
-        units(&[])
-    );
-    assert_eq!(
-        restarts(&["/etc/kubernetes/addons/flannel.yaml"]),
-        units(&[])
-    );
+    let expected: &[(&str, &[&str])] = &[
+        ("/etc/kubernetes/pki/etcd/peer.crt", &["etcd.service"]),
+        ("/etc/systemd/system/etcd.service", &["etcd.service"]),
+        ("/var/lib/kubelet/config.yaml", &["kubelet.service"]),
+        (
+            "/var/lib/kube-proxy/kubeconfig.conf",
+            &["kube-proxy.service"],
+        ),
+        ("/etc/nginx/ssl/ingress.key", &["nginx.service"]),
+        ("/etc/keepalived/keepalived.conf", &["keepalived.service"]),
+        ("/etc/kubernetes/manifests/kube-apiserver.yaml", &[]),
+        ("/etc/kubernetes/addons/flannel.yaml", &[]),
+    ];
+    for (path, units) in expected {
+        let units: std::collections::BTreeSet<String> =
+            units.iter().map(|unit| unit.to_string()).collect();
+        assert_eq!(m1.units_to_restart([*path]), units, "{path}");
+    }
     for file in &m1.files {
         let secret =
             file.path.ends_with(".key") || file.path.ends_with(".conf") && file.mode == 0o600;
@@ -583,8 +555,41 @@ fn files_name_the_units_to_restart_when_they_change() {
 }
 
 #[test]
+fn debug_output_of_rendered_files_never_shows_a_secret() {
+    let rendered = render(&base_inventory());
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    let cluster = rendered.cluster();
+    let hosts = ocfk8s::render::render_cluster(
+        &cluster,
+        &rendered.store(),
+        &ocfk8s::render::RenderOptions::for_cluster(&cluster),
+    )
+    .expect("render");
+    let shown = format!("{hosts:?}");
+    let mut secrets = 0;
+    for file in hosts.iter().flat_map(|host| &host.files) {
+        if !file.secret {
+            continue;
+        }
+        secrets += 1;
+        let text = String::from_utf8_lossy(&file.contents);
+        let first_line = text.lines().nth(1).unwrap_or(&text);
+        assert!(!shown.contains(first_line), "{} shown", file.path);
+        assert!(
+            !shown.contains(&format!("{:?}", file.contents)),
+            "{} shown",
+            file.path
+        );
+        assert!(shown.contains(&file.sha256_hex()), "{} hash", file.path);
+    }
+    assert!(secrets > 20, "{secrets} secrets");
+    assert!(!shown.contains("PRIVATE KEY"));
+    assert!(!shown.contains("client-key-data"));
+}
+
+#[test]
 fn a_new_certificate_changes_the_manifest_of_the_component_reading_it() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let before = rendered.text("m1", "/etc/kubernetes/manifests/kube-apiserver.yaml");
     let scheduler_before = rendered.text("m1", "/etc/kubernetes/manifests/kube-scheduler.yaml");
@@ -595,10 +600,7 @@ fn a_new_certificate_changes_the_manifest_of_the_component_reading_it() {
         store.join("apiserver.crt"),
     )
     .expect("copy");
-    let again = render_support::run_in(
-        rendered.dir.path(),
-        &["-i", "inventory.toml", "render", "--out", "out"],
-    );
+    let again = rendered.again(&["render", "--out", "out"]);
     assert_eq!(again.status, 0, "stderr: {}", again.stderr);
     let after = rendered.text("m1", "/etc/kubernetes/manifests/kube-apiserver.yaml");
     assert_ne!(before, after, "kubelet must see a new apiserver manifest");
@@ -616,7 +618,7 @@ fn a_new_certificate_changes_the_manifest_of_the_component_reading_it() {
 #[test]
 fn weave_replaces_flannel() {
     let inventory = base_inventory().replace("cni = \"flannel\"", "cni = \"weave\"");
-    let rendered = render(&inventory, &[]);
+    let rendered = render(&inventory);
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let paths = host_paths(&rendered.host("m1"));
     assert!(paths.contains(&"/etc/kubernetes/addons/weave.yaml".to_string()));
@@ -641,7 +643,7 @@ fn flannel_coredns_and_ingress_follow_the_inventory() {
         "server_names = [\"*.example.org\"]",
         "server_names = [\"*.example.org\"]\nnodes = [\"w2\"]",
     );
-    let rendered = render(&inventory, &[]);
+    let rendered = render(&inventory);
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let flannel = rendered.text("m1", "/etc/kubernetes/addons/flannel.yaml");
     assert!(flannel.contains("\"Network\": \"10.244.0.0/16\""));
@@ -662,7 +664,7 @@ fn flannel_coredns_and_ingress_follow_the_inventory() {
 
 #[test]
 fn a_broken_override_template_fails_naming_its_file_and_line() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let templates = rendered.dir.path().join("templates");
     std::fs::create_dir(&templates).expect("mkdir");
@@ -671,18 +673,7 @@ fn a_broken_override_template_fails_naming_its_file_and_line() {
         "[Unit]\nDescription=kubelet\n\n[Service]\nExecStart={{ cluster.bin_dir }/kubelet\n",
     )
     .expect("write");
-    let run = render_support::run_in(
-        rendered.dir.path(),
-        &[
-            "-i",
-            "inventory.toml",
-            "--templates",
-            "templates",
-            "render",
-            "--out",
-            "broken",
-        ],
-    );
+    let run = rendered.again(&["--templates", "templates", "render", "--out", "broken"]);
     assert_eq!(run.status, 2, "stderr: {}", run.stderr);
     assert!(
         run.stderr.contains("templates/kubelet.service"),
@@ -697,18 +688,7 @@ fn a_broken_override_template_fails_naming_its_file_and_line() {
 
     // An undefined variable is an error too, not an empty string.
     std::fs::write(templates.join("kubelet.service"), "ok\n{{ node.nmae }}\n").expect("write");
-    let run = render_support::run_in(
-        rendered.dir.path(),
-        &[
-            "-i",
-            "inventory.toml",
-            "--templates",
-            "templates",
-            "render",
-            "--out",
-            "broken",
-        ],
-    );
+    let run = rendered.again(&["--templates", "templates", "render", "--out", "broken"]);
     assert_eq!(run.status, 2, "stderr: {}", run.stderr);
     assert!(
         run.stderr.contains("templates/kubelet.service, line 2"),
@@ -723,7 +703,7 @@ fn an_override_template_replaces_the_built_in_one() {
         "ca_validity_days = 3650",
         "ca_validity_days = 3650\ntemplates_dir = \"site-templates\"",
     );
-    let rendered = render(&inventory, &[]);
+    let rendered = render(&inventory);
     assert_eq!(
         rendered.run.status, 2,
         "no folder yet: {}",
@@ -736,10 +716,7 @@ fn an_override_template_replaces_the_built_in_one() {
         "# {{ node.name }}\nvm.swappiness = 0\n",
     )
     .expect("write");
-    let run = render_support::run_in(
-        rendered.dir.path(),
-        &["-i", "inventory.toml", "render", "--out", "out"],
-    );
+    let run = rendered.again(&["render", "--out", "out"]);
     assert_eq!(run.status, 0, "stderr: {}", run.stderr);
     assert_eq!(
         rendered.text("w2", "/etc/sysctl.d/99-kubernetes.conf"),
@@ -747,10 +724,7 @@ fn an_override_template_replaces_the_built_in_one() {
     );
 
     std::fs::write(templates.join("sysctl.conf"), "typo\n").expect("write");
-    let run = render_support::run_in(
-        rendered.dir.path(),
-        &["-i", "inventory.toml", "render", "--out", "out"],
-    );
+    let run = rendered.again(&["render", "--out", "out"]);
     assert_eq!(run.status, 2, "stderr: {}", run.stderr);
     assert!(
         run.stderr.contains("sysctl.conf is not a template"),
@@ -765,7 +739,7 @@ fn node_labels_and_taints_reach_kubelet() {
         "name = \"w2\"\naddress = \"192.0.2.22\"",
         "name = \"w2\"\naddress = \"192.0.2.22\"\nlabels = { \"example.org/disk\" = \"ssd\", zone = \"b\" }\ntaints = [\"dedicated=batch:NoSchedule\", \"gpu:NoExecute\"]",
     );
-    let rendered = render(&inventory, &[]);
+    let rendered = render(&inventory);
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let unit = rendered.text("w2", "/etc/systemd/system/kubelet.service");
     assert!(
@@ -813,24 +787,19 @@ fn the_operators_tls_certificate_is_served_instead_of_the_stores() {
     );
     let path = dir.path().join("inventory.toml");
     std::fs::write(&path, inventory).expect("write");
-    render_support::generate_store(dir.path(), &path);
-    let run = render_support::run_in(
-        dir.path(),
-        &["-i", "inventory.toml", "render", "--out", "out"],
-    );
-    assert_eq!(run.status, 0, "stderr: {}", run.stderr);
-    let served =
-        std::fs::read_to_string(dir.path().join("out/m3/etc/nginx/ssl/ingress.crt")).expect("read");
+    let rendered = render_support::render_at(dir, path);
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    let served = rendered.text("m3", "/etc/nginx/ssl/ingress.crt");
     assert_eq!(served, operator.cert.pem());
-    let key = dir.path().join("out/m3/etc/nginx/ssl/ingress.key");
+    let key = rendered.host("m3").join("etc/nginx/ssl/ingress.key");
     assert_eq!(mode(&key), 0o600);
 
-    std::fs::remove_file(dir.path().join("certs/wildcard.key")).expect("remove");
-    let run = render_support::run_in(
-        dir.path(),
-        &["-i", "inventory.toml", "render", "--out", "again"],
-    );
+    let dir = rendered.dir.path();
+    std::fs::remove_file(dir.join("certs/wildcard.key")).expect("remove");
+    let run = rendered.again(&["render", "--out", "again"]);
     assert_eq!(run.status, 2, "stderr: {}", run.stderr);
     assert!(run.stderr.contains("certs/wildcard.key"), "{}", run.stderr);
-    assert!(!dir.path().join("again").exists(), "nothing written");
+    assert!(run.stderr.contains("ingress.tls_key"), "{}", run.stderr);
+    assert!(!run.stderr.contains("certificate file"), "{}", run.stderr);
+    assert!(!dir.join("again").exists(), "nothing written");
 }

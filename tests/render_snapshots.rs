@@ -17,19 +17,9 @@ fn render_ocf(edit: impl Fn(String) -> String) -> Rendered {
     std::fs::create_dir(dir.path().join("inventory")).expect("mkdir");
     let inventory = dir.path().join("inventory/ocf.toml");
     std::fs::write(&inventory, text).expect("write inventory");
-    render_support::generate_store(dir.path(), &inventory);
-    let run = render_support::run_in(
-        dir.path(),
-        &["-i", "inventory/ocf.toml", "render", "--out", "out"],
-    );
-    assert_eq!(run.status, 0, "stderr: {}", run.stderr);
-    let out = dir.path().join("out");
-    Rendered {
-        dir,
-        inventory,
-        out,
-        run,
-    }
+    let rendered = render_support::render_at(dir, inventory);
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    rendered
 }
 
 /// Rendered from a template: not PKI material copied from the store.

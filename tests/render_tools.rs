@@ -29,7 +29,7 @@ fn output_text(output: &std::process::Output) -> String {
 
 #[test]
 fn every_unit_passes_systemd_analyze_verify() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let mut verified = 0;
     for host in ["m1", "m2", "m3", "w1", "w2"] {
@@ -97,7 +97,7 @@ fn with_rendered_etc(host_tree: &Path, script: &str) -> std::process::Output {
 
 #[test]
 fn nginx_accepts_the_rendered_site_on_every_master() {
-    let rendered = render(&vip_endpoint_inventory(), &[]);
+    let rendered = render(&vip_endpoint_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     for master in ["m1", "m2", "m3"] {
         let output = with_rendered_etc(
@@ -117,7 +117,7 @@ fn nginx_accepts_the_rendered_site_on_every_master() {
 #[test]
 fn nginx_rejects_a_site_whose_key_does_not_match_its_certificate() {
     // The check above would be worthless if nginx never read the site.
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let ssl = rendered.host("m1").join("etc/nginx/ssl");
     std::fs::copy(
@@ -131,7 +131,7 @@ fn nginx_rejects_a_site_whose_key_does_not_match_its_certificate() {
 
 #[test]
 fn keepalived_accepts_the_rendered_configuration_on_every_master() {
-    let rendered = render(&vip_endpoint_inventory(), &[]);
+    let rendered = render(&vip_endpoint_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let mut priorities = Vec::new();
     for master in ["m1", "m2", "m3"] {
@@ -168,7 +168,7 @@ fn keepalived_accepts_the_rendered_configuration_on_every_master() {
 
 #[test]
 fn keepalived_rejects_a_broken_configuration() {
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let conf = rendered.host("m1").join("etc/keepalived/keepalived.conf");
     let text = std::fs::read_to_string(&conf).expect("read");
@@ -205,7 +205,7 @@ fn etcd_starts_from_the_rendered_unit_and_demands_client_certificates() {
     let inventory = base_inventory()
         .replace("[[master]]\nname = \"m2\"\naddress = \"192.0.2.12\"\n", "")
         .replace("[[master]]\nname = \"m3\"\naddress = \"192.0.2.13\"\n", "");
-    let rendered = render(&inventory, &[]);
+    let rendered = render(&inventory);
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let unit = rendered.text("m1", "/etc/systemd/system/etcd.service");
     assert!(unit.contains("EnvironmentFile=/etc/kubernetes/etcd-initial-cluster.env\n"));
@@ -277,7 +277,7 @@ fn nginx_terminates_tls_and_forwards_host_and_client_to_a_live_ingress_node() {
     // holds w2's address, where a stand-in for ingress-nginx answers on the
     // NodePort with the headers it received; w1 is unreachable, so every
     // request also proves a failing upstream is skipped.
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let extra = tempfile::tempdir().expect("temp dir");
     let conf_d = extra.path().join("nginx/conf.d");
@@ -320,7 +320,7 @@ fn keepalived_takes_the_vip_with_nginx_and_drops_it_without() {
     // m1 alone in a private network namespace, its eth0 one end of a veth
     // pair: keepalived from the rendered configuration takes the VIP while
     // nginx runs, and gives it up when nginx stops.
-    let rendered = render(&base_inventory(), &[]);
+    let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let script = r#"for dir in /run /var/log/nginx /var/lib/nginx; do mount -t tmpfs tmpfs $dir; done
 ip link set lo up
@@ -356,7 +356,7 @@ fn keepalived_apiserver_check_passes_only_when_the_local_apiserver_is_ready() {
     // against a stand-in apiserver on 127.0.0.1:6443 serving the master's
     // own apiserver certificate: the check must trust it (CA from
     // admin.conf, name "kubernetes") and follow /readyz.
-    let rendered = render(&vip_endpoint_inventory(), &[]);
+    let rendered = render(&vip_endpoint_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     let conf = rendered.text("m1", "/etc/keepalived/keepalived.conf");
     let check = conf

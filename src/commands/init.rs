@@ -1,3 +1,8 @@
+//! `ocfk8s init`: print a commented starter inventory (see
+//! [`crate::inventory::starter_inventory`]). Only the addresses are checked
+//! here, before anything is printed: a host needs an IP, since certificates
+//! and etcd URLs are built from it. `ocfk8s validate` checks the rest.
+
 use std::net::IpAddr;
 
 use crate::cli::InitArgs;

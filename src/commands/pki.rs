@@ -14,6 +14,9 @@ pub(crate) fn run(
     match command {
         PkiCommand::Generate => {
             let generated = pki::generate(cluster)?;
+            for warning in &generated.warnings {
+                printer.warn(warning);
+            }
             report(printer, cluster, &generated.created);
             Ok(())
         }

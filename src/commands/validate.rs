@@ -1,3 +1,8 @@
+//! `ocfk8s validate`: load the inventory (every error at once, exit 2) and
+//! print a summary an operator can check at a glance. The warnings about
+//! the number of masters come from the inventory itself and go to stderr,
+//! so the summary on stdout stays the same whatever they say.
+
 use std::fmt::Write;
 
 use crate::cli::GlobalArgs;

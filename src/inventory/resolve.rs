@@ -166,34 +166,24 @@ pub(crate) fn resolve(
         None => "cluster.local".to_string(),
     };
 
-    let cni = match cni.as_ref().map(|value| (value, value.get_ref().as_str())) {
-        None | Some((_, "flannel")) => Cni::Flannel,
-        Some((_, "weave")) => Cni::Weave,
-        Some((value, other)) => {
-            check.error(
-                value,
-                "cluster.cni",
-                format!("unknown CNI {other:?}: expected \"flannel\" or \"weave\""),
-            );
-            Cni::Flannel
-        }
-    };
+    let cni = choice(
+        &mut check,
+        cni,
+        "cluster.cni",
+        "CNI",
+        &[("flannel", Cni::Flannel), ("weave", Cni::Weave)],
+    );
 
-    let key_algorithm = match key_algorithm
-        .as_ref()
-        .map(|value| (value, value.get_ref().as_str()))
-    {
-        None | Some((_, "ecdsa-p256")) => KeyAlgorithm::EcdsaP256,
-        Some((_, "rsa-2048")) => KeyAlgorithm::Rsa2048,
-        Some((value, other)) => {
-            check.error(
-                value,
-                "cluster.key_algorithm",
-                format!("unknown key algorithm {other:?}: expected \"ecdsa-p256\" or \"rsa-2048\""),
-            );
-            KeyAlgorithm::EcdsaP256
-        }
-    };
+    let key_algorithm = choice(
+        &mut check,
+        key_algorithm,
+        "cluster.key_algorithm",
+        "key algorithm",
+        &[
+            ("ecdsa-p256", KeyAlgorithm::EcdsaP256),
+            ("rsa-2048", KeyAlgorithm::Rsa2048),
+        ],
+    );
 
     let cert_validity_days = positive_days(
         &mut check,
@@ -260,24 +250,17 @@ pub(crate) fn resolve(
         bin_dir,
         upload_from,
     } = install;
-    let method = match method
-        .as_ref()
-        .map(|value| (value, value.get_ref().as_str()))
-    {
-        None | Some((_, "apt")) => InstallMethod::Apt,
-        Some((_, "upload")) => InstallMethod::Upload,
-        Some((_, "none")) => InstallMethod::None,
-        Some((value, other)) => {
-            check.error(
-                value,
-                "install.method",
-                format!(
-                    "unknown install method {other:?}: expected \"apt\", \"upload\" or \"none\""
-                ),
-            );
-            InstallMethod::Apt
-        }
-    };
+    let method = choice(
+        &mut check,
+        method,
+        "install.method",
+        "install method",
+        &[
+            ("apt", InstallMethod::Apt),
+            ("upload", InstallMethod::Upload),
+            ("none", InstallMethod::None),
+        ],
+    );
     let bin_dir = match bin_dir {
         Some(dir) => {
             if !dir.get_ref().starts_with('/') {
@@ -672,6 +655,38 @@ fn resolve_ingress(
         server_names: server_names.into_iter().map(Spanned::into_inner).collect(),
         tls,
     })
+}
+
+/// One of a fixed set of words; the first is the default. An unknown word is
+/// an error listing the accepted ones.
+fn choice<T: Copy>(
+    check: &mut Checker<'_>,
+    value: Option<Spanned<String>>,
+    field: &str,
+    what: &str,
+    choices: &[(&str, T)],
+) -> T {
+    let default = choices[0].1;
+    let Some(value) = value else {
+        return default;
+    };
+    if let Some((_, chosen)) = choices.iter().find(|(word, _)| word == value.get_ref()) {
+        return *chosen;
+    }
+    let expected: Vec<String> = choices
+        .iter()
+        .map(|(word, _)| format!("{word:?}"))
+        .collect();
+    check.error(
+        &value,
+        field,
+        format!(
+            "unknown {what} {:?}: expected {}",
+            value.get_ref(),
+            expected.join(" or ")
+        ),
+    );
+    default
 }
 
 fn default_pod_cidr() -> IpNet {

@@ -25,12 +25,25 @@ pub const PUBLIC: u32 = 0o644;
 /// Mode of the store's folders.
 pub const FOLDER: u32 = 0o700;
 
-#[derive(Debug, Clone)]
+/// One file of a batch. Its `Debug` form shows the size of the contents,
+/// never the bytes: most batches hold private keys.
+#[derive(Clone)]
 pub struct NewFile {
     /// Path relative to the store.
     pub relative: String,
     pub contents: Vec<u8>,
     pub mode: u32,
+}
+
+impl std::fmt::Debug for NewFile {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("NewFile")
+            .field("relative", &self.relative)
+            .field("contents", &format_args!("<{} bytes>", self.contents.len()))
+            .field("mode", &format_args!("{:#o}", self.mode))
+            .finish()
+    }
 }
 
 /// Write `files` below `root`, creating folders 0700 as needed.
@@ -78,10 +91,14 @@ pub fn write_batch(root: &Path, files: &[NewFile]) -> anyhow::Result<()> {
         return Err(error);
     }
 
-    for (temporary, file) in written.iter().zip(files) {
+    for (index, (temporary, file)) in written.iter().zip(files).enumerate() {
         let target = root.join(&file.relative);
-        std::fs::rename(temporary, &target)
-            .with_context(|| format!("renaming {} into place", target.display()))?;
+        if let Err(error) = std::fs::rename(temporary, &target) {
+            for leftover in &written[index..] {
+                let _ = std::fs::remove_file(leftover);
+            }
+            return Err(error).with_context(|| format!("renaming {} into place", target.display()));
+        }
     }
     sync_filesystem(root)
 }
@@ -121,4 +138,25 @@ fn sync_filesystem(root: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("syncing the filesystem of {}", root.display()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_contents() {
+        let key = b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n".to_vec();
+        let file = NewFile {
+            relative: "ca.key".to_string(),
+            contents: key.clone(),
+            mode: PRIVATE,
+        };
+        let shown = format!("{file:?}");
+        assert!(shown.contains("ca.key"), "{shown}");
+        assert!(shown.contains("0o600"), "{shown}");
+        assert!(!shown.contains(&format!("{key:?}")), "{shown}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        assert!(!shown.contains("45, 45, 45"), "{shown}");
+    }
 }

@@ -139,15 +139,6 @@ impl LeafSpec {
 pub const SERVICE_ACCOUNT_KEY: &str = "sa.key";
 pub const SERVICE_ACCOUNT_PUB: &str = "sa.pub";
 
-struct Leaf<'a> {
-    base: String,
-    authority: Authority,
-    common_name: String,
-    organizations: &'a [&'a str],
-    server_auth: bool,
-    client_auth: bool,
-}
-
 fn client(
     base: String,
     authority: Authority,
@@ -158,7 +149,10 @@ fn client(
         base,
         authority,
         common_name: common_name.to_string(),
-        organizations: organizations.iter().map(|o| o.to_string()).collect(),
+        organizations: organizations
+            .iter()
+            .map(|organization| organization.to_string())
+            .collect(),
         server_auth: false,
         client_auth: true,
         dns_names: Vec::new(),
@@ -169,21 +163,22 @@ fn client(
     }
 }
 
-impl Leaf<'_> {
-    fn spec(self) -> LeafSpec {
-        LeafSpec {
-            base: self.base,
-            authority: self.authority,
-            common_name: self.common_name,
-            organizations: self.organizations.iter().map(|o| o.to_string()).collect(),
-            server_auth: self.server_auth,
-            client_auth: self.client_auth,
-            dns_names: Vec::new(),
-            ip_addresses: Vec::new(),
-            files: true,
-            kubeconfig: None,
-            node: None,
-        }
+/// A server certificate; `also_client` adds clientAuth (etcd's server and
+/// peer certificates serve both directions).
+fn server(
+    base: String,
+    authority: Authority,
+    common_name: &str,
+    also_client: bool,
+    dns_names: Vec<String>,
+    ip_addresses: Vec<IpAddr>,
+) -> LeafSpec {
+    LeafSpec {
+        server_auth: true,
+        client_auth: also_client,
+        dns_names,
+        ip_addresses,
+        ..client(base, authority, common_name, &[])
     }
 }
 
@@ -223,18 +218,14 @@ pub fn leaves(cluster: &Cluster) -> Vec<LeafSpec> {
             .first()
             .cloned()
             .unwrap_or_else(|| ingress.vip.to_string());
-        let mut spec = Leaf {
-            base: "ingress".to_string(),
-            authority: Authority::Ingress,
-            common_name,
-            organizations: &[],
-            server_auth: true,
-            client_auth: false,
-        }
-        .spec();
-        spec.dns_names = ingress.server_names.clone();
-        spec.ip_addresses = vec![ingress.vip];
-        specs.push(spec);
+        specs.push(server(
+            "ingress".to_string(),
+            Authority::Ingress,
+            &common_name,
+            false,
+            ingress.server_names.clone(),
+            vec![ingress.vip],
+        ));
     }
     for node in cluster.nodes() {
         specs.extend(node_leaves(cluster, node));
@@ -287,18 +278,14 @@ pub fn node_leaves(cluster: &Cluster, node: &Node) -> Vec<LeafSpec> {
             IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
         ];
         for kind in ["server", "peer"] {
-            let mut spec = Leaf {
-                base: format!("{dir}/etcd/{kind}"),
-                authority: Authority::Etcd,
-                common_name: node.name.clone(),
-                organizations: &[],
-                server_auth: true,
-                client_auth: true,
-            }
-            .spec();
-            spec.dns_names = etcd_dns.clone();
-            spec.ip_addresses = etcd_ips.clone();
-            specs.push(spec);
+            specs.push(server(
+                format!("{dir}/etcd/{kind}"),
+                Authority::Etcd,
+                &node.name,
+                true,
+                etcd_dns.clone(),
+                etcd_ips.clone(),
+            ));
         }
         specs.push(client(
             format!("{dir}/etcd/healthcheck-client"),
@@ -307,15 +294,6 @@ pub fn node_leaves(cluster: &Cluster, node: &Node) -> Vec<LeafSpec> {
             &[],
         ));
 
-        let mut apiserver = Leaf {
-            base: format!("{dir}/apiserver"),
-            authority: Authority::Kubernetes,
-            common_name: "kube-apiserver".to_string(),
-            organizations: &[],
-            server_auth: true,
-            client_auth: false,
-        }
-        .spec();
         let mut dns_names = vec![
             "kubernetes".to_string(),
             "kubernetes.default".to_string(),
@@ -334,9 +312,14 @@ pub fn node_leaves(cluster: &Cluster, node: &Node) -> Vec<LeafSpec> {
         }
         dedup(&mut dns_names);
         dedup(&mut ip_addresses);
-        apiserver.dns_names = dns_names;
-        apiserver.ip_addresses = ip_addresses;
-        specs.push(apiserver);
+        specs.push(server(
+            format!("{dir}/apiserver"),
+            Authority::Kubernetes,
+            "kube-apiserver",
+            false,
+            dns_names,
+            ip_addresses,
+        ));
 
         specs.push(client(
             format!("{dir}/apiserver-kubelet-client"),

@@ -12,7 +12,8 @@
 //! nor anything it could have signed exists, and a leaf only when none of its
 //! files exist. A kubeconfig missing beside an existing certificate pair is
 //! rebuilt from that pair; a pair missing beside an existing kubeconfig is
-//! taken from the kubeconfig.
+//! taken from the kubeconfig. Only [`reissue`] (certificate rotation)
+//! replaces leaves, and only those it is asked to.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,6 +34,9 @@ use crate::inventory::Cluster;
 pub struct Generated {
     /// Store-relative paths of the files written, in store order.
     pub created: Vec<String>,
+    /// Existing certificates whose identity or SANs no longer match the
+    /// inventory (kept as they are; `rotate-certs` re-issues them).
+    pub warnings: Vec<String>,
 }
 
 enum AuthorityState {
@@ -61,6 +65,8 @@ pub(crate) struct Plan {
     authorities: BTreeMap<Authority, AuthorityState>,
     service_account: ServiceAccountAction,
     leaves: Vec<(LeafSpec, LeafAction)>,
+    /// Sound existing material that differs from what the inventory asks.
+    warnings: Vec<String>,
 }
 
 impl Plan {
@@ -78,36 +84,73 @@ impl Plan {
 pub fn generate(cluster: &Cluster) -> anyhow::Result<Generated> {
     let store = Store::open(&cluster.pki_dir);
     let plan = plan(cluster, &store)?;
+    write(cluster, &store, plan)
+}
+
+/// Re-issue the leaves `select` picks (new keys, new serials, same CAs),
+/// replacing their files and kubeconfigs atomically, and create whatever
+/// else is missing, as [`generate`] would. The whole store is checked
+/// first, exactly as for `generate`: an inconsistent store is bad input and
+/// nothing is written. This is the PKI half of `rotate-certs`.
+pub fn reissue(cluster: &Cluster, select: impl Fn(&LeafSpec) -> bool) -> anyhow::Result<Generated> {
+    let store = Store::open(&cluster.pki_dir);
+    let mut plan = plan(cluster, &store)?;
+    let mut planned: BTreeMap<String, LeafAction> = std::mem::take(&mut plan.leaves)
+        .into_iter()
+        .map(|(spec, action)| (spec.base, action))
+        .collect();
+    for spec in certlist::leaves(cluster) {
+        let repair = planned.remove(&spec.base);
+        if select(&spec) {
+            plan.leaves.push((spec, LeafAction::Create));
+        } else if let Some(action) = repair {
+            plan.leaves.push((spec, action));
+        }
+    }
+    write(cluster, &store, plan)
+}
+
+fn write(cluster: &Cluster, store: &Store, mut plan: Plan) -> anyhow::Result<Generated> {
+    let warnings = std::mem::take(&mut plan.warnings);
     if plan.is_empty() {
-        return Ok(Generated::default());
+        return Ok(Generated {
+            created: Vec::new(),
+            warnings,
+        });
     }
     let files = execute(cluster, plan)?;
     atomic_write::write_batch(store.dir(), &files)?;
     Ok(Generated {
         created: files.into_iter().map(|file| file.relative).collect(),
+        warnings,
     })
 }
 
-/// Collects every problem found, so one run reports them all.
+/// Collects every problem found, so one run reports them all, and the
+/// warnings about material that is sound but no longer what the inventory
+/// describes.
 #[derive(Default)]
-struct Problems(Vec<String>);
+struct Problems {
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
 
 impl Problems {
     fn push(&mut self, error: anyhow::Error) {
-        self.0.push(format!("{error:#}"));
+        self.errors.push(format!("{error:#}"));
     }
 
     fn say(&mut self, message: String) {
-        self.0.push(message);
+        self.errors.push(message);
     }
 
-    fn into_result(self) -> anyhow::Result<()> {
-        if self.0.is_empty() {
-            return Ok(());
+    fn into_result(self) -> anyhow::Result<Vec<String>> {
+        if self.errors.is_empty() {
+            return Ok(self.warnings);
         }
         Err(bad_input(format!(
             "the PKI store is inconsistent; nothing was written:\n  {}",
-            self.0.join("\n  ")
+            self.errors.join("\n  ")
         )))
     }
 }
@@ -123,20 +166,34 @@ pub(crate) fn plan(cluster: &Cluster, store: &Store) -> anyhow::Result<Plan> {
 
     let service_account = check_service_account(store, &mut problems)?;
 
+    // Checking a large store is signature verification and key loading for
+    // every leaf: spread over the cores, results merged in store order.
+    let checked: Vec<(LeafSpec, anyhow::Result<Option<LeafAction>>, Problems)> =
+        certlist::leaves(cluster)
+            .into_par_iter()
+            .map(|spec| {
+                let state = authorities
+                    .get(&spec.authority)
+                    .unwrap_or(&AuthorityState::Broken);
+                let mut leaf_problems = Problems::default();
+                let action = check_leaf(store, &spec, state, &mut leaf_problems);
+                (spec, action, leaf_problems)
+            })
+            .collect();
     let mut leaves = Vec::new();
-    for spec in certlist::leaves(cluster) {
-        let state = authorities
-            .get(&spec.authority)
-            .unwrap_or(&AuthorityState::Broken);
-        if let Some(action) = check_leaf(store, &spec, state, &mut problems)? {
+    for (spec, action, leaf_problems) in checked {
+        problems.errors.extend(leaf_problems.errors);
+        problems.warnings.extend(leaf_problems.warnings);
+        if let Some(action) = action? {
             leaves.push((spec, action));
         }
     }
-    problems.into_result()?;
+    let warnings = problems.into_result()?;
     Ok(Plan {
         authorities,
         service_account,
         leaves,
+        warnings,
     })
 }
 
@@ -273,7 +330,15 @@ fn check_leaf(
                 ca_certificate,
                 spec.authority,
             ) {
-                Ok(pair) => Some(pair),
+                Ok(pair) => {
+                    if let Some(difference) = differs_from_spec(spec, &pair.0) {
+                        problems.warnings.push(format!(
+                            "{}: {difference}; kept (`ocfk8s rotate-certs` re-issues it)",
+                            cert_path.display()
+                        ));
+                    }
+                    Some(pair)
+                }
                 Err(error) => {
                     problems.push(error);
                     return Ok(None);
@@ -303,7 +368,20 @@ fn check_leaf(
         Some((relative, bytes)) => {
             let path = store.path(&relative);
             match check_kubeconfig(&path, &bytes, ca, spec.authority) {
-                Ok(embedded) => Some((path, embedded)),
+                Ok(embedded) => {
+                    if let Some(wanted) = &spec.kubeconfig {
+                        if embedded.server != wanted.server {
+                            problems.warnings.push(format!(
+                                "{}: server {}, the inventory asks for {}; kept \
+                                 (`ocfk8s rotate-certs` rewrites it)",
+                                path.display(),
+                                embedded.server,
+                                wanted.server
+                            ));
+                        }
+                    }
+                    Some((path, embedded))
+                }
                 Err(error) => {
                     problems.push(error);
                     return Ok(None);
@@ -409,23 +487,36 @@ fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
         authorities,
         service_account,
         leaves,
+        warnings: _,
     } = plan;
     let to_create: Vec<Authority> = authorities
         .iter()
         .filter(|(_, state)| matches!(state, AuthorityState::Create))
         .map(|(authority, _)| *authority)
         .collect();
-    let created: Vec<(Authority, CertificateAuthority)> = to_create
-        .par_iter()
-        .map(|authority| {
-            issue::new_authority(
-                &authority.common_name(cluster),
-                algorithm,
-                cluster.ca_validity_days,
-            )
-            .map(|ca| (*authority, ca))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    // The CAs and the service-account key in parallel: with RSA each key
+    // takes long enough that this barrier before the leaves matters.
+    let (created, service_account_key) = rayon::join(
+        || {
+            to_create
+                .par_iter()
+                .map(|authority| {
+                    issue::new_authority(
+                        &authority.common_name(cluster),
+                        algorithm,
+                        cluster.ca_validity_days,
+                    )
+                    .map(|ca| (*authority, ca))
+                })
+                .collect::<anyhow::Result<Vec<(Authority, CertificateAuthority)>>>()
+        },
+        || match service_account {
+            ServiceAccountAction::Create => issue::generate_key(algorithm).map(Some),
+            _ => Ok(None),
+        },
+    );
+    let created = created?;
+    let service_account_key = service_account_key?;
 
     let mut files = Vec::new();
     for (authority, ca) in &created {
@@ -458,7 +549,8 @@ fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
             mode: PUBLIC,
         }),
         ServiceAccountAction::Create => {
-            let key = issue::generate_key(algorithm)?;
+            let key = service_account_key
+                .ok_or_else(|| anyhow::anyhow!("service-account key was not generated"))?;
             files.push(NewFile {
                 relative: SERVICE_ACCOUNT_KEY.to_string(),
                 contents: key.pem.clone().into_bytes(),
@@ -529,4 +621,128 @@ fn leaf_files(
         });
     }
     Ok(files)
+}
+
+/// How an existing certificate differs from what the inventory asks of it:
+/// subject or SANs (a changed endpoint, an adopted kubeadm certificate).
+fn differs_from_spec(spec: &LeafSpec, certificate: &Certificate) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let parsed = certificate.x509().ok()?;
+    let common_name = certificate.common_name();
+    if common_name != spec.common_name {
+        return Some(format!(
+            "subject CN {common_name:?}, the inventory asks for {:?}",
+            spec.common_name
+        ));
+    }
+    let mut dns_names = Vec::new();
+    let mut ip_addresses = Vec::new();
+    if let Ok(Some(names)) = parsed.subject_alternative_name() {
+        for name in &names.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => dns_names.push(dns.to_string()),
+                GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes)
+                            .ok()
+                            .map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    ip_addresses.extend(ip);
+                }
+                _ => {}
+            }
+        }
+    }
+    let missing: Vec<String> = spec
+        .dns_names
+        .iter()
+        .filter(|name| !dns_names.contains(name))
+        .cloned()
+        .chain(
+            spec.ip_addresses
+                .iter()
+                .filter(|ip| !ip_addresses.contains(ip))
+                .map(|ip| ip.to_string()),
+        )
+        .collect();
+    if missing.is_empty() {
+        None
+    } else {
+        Some(format!("lacks the SANs {}", missing.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVENTORY: &str = r#"
+[cluster]
+name = "unit"
+kubernetes_version = "1.31.4"
+pod_cidr = "10.244.0.0/16"
+service_cidr = "10.96.0.0/12"
+cluster_domain = "cluster.local"
+cni = "flannel"
+key_algorithm = "ecdsa-p256"
+cert_validity_days = 365
+ca_validity_days = 3650
+
+[ssh]
+user = "root"
+port = 22
+concurrency = 8
+
+[install]
+method = "apt"
+bin_dir = "/usr/bin"
+
+[[master]]
+name = "m1"
+address = "192.0.2.11"
+
+[[worker]]
+name = "w1"
+address = "192.0.2.21"
+"#;
+
+    #[test]
+    fn reissue_replaces_only_the_selected_leaves_under_the_same_ca() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("inventory.toml");
+        std::fs::write(&path, INVENTORY).expect("write inventory");
+        let cluster = crate::inventory::load(&path).expect("inventory").cluster;
+        generate(&cluster).expect("generate");
+        let store = Store::open(&cluster.pki_dir);
+        let read = |relative: &str| store.read(relative).expect("read");
+        let ca = read("ca.crt");
+        let apiserver = read("nodes/m1/apiserver.crt");
+        let kubelet = read("nodes/w1/kubelet.crt");
+        std::fs::remove_file(store.path("nodes/w1/kube-proxy.conf")).expect("remove");
+
+        let written = reissue(&cluster, |spec| spec.base == "nodes/m1/apiserver").expect("reissue");
+        let mut files = written.created.clone();
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                "nodes/m1/apiserver.crt",
+                "nodes/m1/apiserver.key",
+                "nodes/w1/kube-proxy.conf"
+            ]
+        );
+        assert_eq!(read("ca.crt"), ca);
+        assert_eq!(read("nodes/w1/kubelet.crt"), kubelet);
+        let renewed = read("nodes/m1/apiserver.crt");
+        assert_ne!(renewed, apiserver);
+        let path = store.path("nodes/m1/apiserver.crt");
+        let authority = Certificate::parse(&store.path("ca.crt"), &ca).expect("ca");
+        assert!(Certificate::parse(&path, &renewed)
+            .expect("leaf")
+            .is_signed_by(&authority));
+        // The store is consistent afterwards: nothing left to do.
+        assert!(generate(&cluster).expect("generate").created.is_empty());
+    }
 }

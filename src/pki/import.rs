@@ -179,8 +179,13 @@ fn read_hiera(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         .map_err(|error| bad_input(format!("{}: {error}", path.display())))?;
     let mut values = BTreeMap::new();
     for document in serde_norway::Deserializer::from_str(&text) {
-        let value = serde_norway::Value::deserialize(document)
-            .map_err(|error| bad_input(format!("{}: not YAML: {error}", path.display())))?;
+        let value = serde_norway::Value::deserialize(document).map_err(|error| {
+            bad_input(format!(
+                "{}: not YAML: {}",
+                path.display(),
+                super::kubeconfig::yaml_error(&error)
+            ))
+        })?;
         if let serde_norway::Value::Mapping(mapping) = value {
             for (key, value) in mapping {
                 if let (Some(key), Some(value)) = (key.as_str(), value.as_str()) {
@@ -200,13 +205,18 @@ const KUBETOOL_KUBERNETES_CA: &str = "kubernetes::kubernetes_ca_crt";
 pub fn from_kubetool(cluster: &Cluster, dir: &Path) -> anyhow::Result<Imported> {
     let entries =
         std::fs::read_dir(dir).map_err(|error| bad_input(format!("{}: {error}", dir.display())))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|extension| extension == "yaml" || extension == "yml")
-        })
-        .collect();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|error| bad_input(format!("{}: {error}", dir.display())))?
+            .path();
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "yaml" || extension == "yml")
+        {
+            files.push(path);
+        }
+    }
     files.sort();
 
     let mut common: Option<(PathBuf, BTreeMap<String, String>)> = None;

@@ -96,6 +96,9 @@ pub fn inspect(store: &Store) -> anyhow::Result<Report> {
             .unwrap_or_else(|| "unknown".to_string());
         certificates.push(entry(name, &relative, &certificate, Some(authority), now)?);
     }
+    // By name, as kubeadm lists them: `apiserver` before
+    // `apiserver-kubelet-client`, which file order (`-` < `.`) would invert.
+    certificates.sort_by(|left, right| left.name.cmp(&right.name));
     Ok(Report {
         certificates,
         authorities,
@@ -109,7 +112,9 @@ fn entry(
     authority: Option<String>,
     now: i64,
 ) -> anyhow::Result<Entry> {
-    let parsed = certificate.x509()?;
+    let parsed = certificate
+        .x509()
+        .map_err(|error| bad_input(format!("{file}: {error:#}")))?;
     let not_after = parsed.validity().not_after.timestamp();
     Ok(Entry {
         name,

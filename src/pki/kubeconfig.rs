@@ -62,6 +62,8 @@ struct NamedCluster {
 struct ClusterEntry {
     #[serde(rename = "certificate-authority-data")]
     certificate_authority_data: Option<String>,
+    #[serde(default)]
+    server: String,
 }
 
 #[derive(Deserialize)]
@@ -79,15 +81,38 @@ struct UserEntry {
 
 /// What a stored kubeconfig embeds.
 pub struct Embedded {
+    pub server: String,
     pub authority: Certificate,
     pub certificate: Certificate,
     pub key: PrivateKey,
 }
 
+/// A YAML error without the values it quotes: serde echoes a mistyped
+/// value (`invalid type: string "-----BEGIN PRIVATE KEY----- ..."`), and
+/// the files read here hold keys.
+pub(crate) fn yaml_error(error: &serde_norway::Error) -> String {
+    let message = error.to_string();
+    match (message.find('"'), message.rfind('"')) {
+        (Some(first), Some(last)) if first < last => {
+            format!(
+                "{}<value not shown>{}",
+                &message[..first],
+                &message[last + 1..]
+            )
+        }
+        _ => message,
+    }
+}
+
 /// Read the credentials embedded in a kubeconfig; `file` names it in errors.
 pub fn parse(file: &Path, bytes: &[u8]) -> anyhow::Result<Embedded> {
-    let config: Kubeconfig = serde_norway::from_slice(bytes)
-        .map_err(|error| bad_input(format!("{}: not a kubeconfig: {error}", file.display())))?;
+    let config: Kubeconfig = serde_norway::from_slice(bytes).map_err(|error| {
+        bad_input(format!(
+            "{}: not a kubeconfig: {}",
+            file.display(),
+            yaml_error(&error)
+        ))
+    })?;
     let missing = |what: &str| bad_input(format!("{}: kubeconfig has no {what}", file.display()));
     let cluster = config
         .clusters
@@ -120,6 +145,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> anyhow::Result<Embedded> {
     let certificate_bytes = decode("client-certificate-data", user.client_certificate_data)?;
     let key_bytes = decode("client-key-data", user.client_key_data)?;
     Ok(Embedded {
+        server: cluster.server,
         authority: Certificate::parse(&label("certificate-authority-data"), &authority_bytes)?,
         certificate: Certificate::parse(&label("client-certificate-data"), &certificate_bytes)?,
         key: PrivateKey::parse(&label("client-key-data"), &key_bytes)?,

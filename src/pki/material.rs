@@ -10,6 +10,7 @@ use std::path::Path;
 
 use rcgen::{Issuer, KeyPair, PublicKeyData};
 use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
 
 use crate::error::bad_input;
 
@@ -160,8 +161,6 @@ pub fn public_key_matches(public: &[u8], key: &PrivateKey) -> bool {
         Err(_) => false,
     }
 }
-
-use x509_parser::prelude::FromDer;
 
 /// A CA ready to sign: its certificate and an rcgen issuer over its key.
 pub struct CertificateAuthority {

@@ -35,10 +35,10 @@
 //! (identity, usages, SANs, issuer) is one table in [`certlist`].
 
 pub(crate) mod atomic_write;
-pub mod certlist;
+pub(crate) mod certlist;
 mod generate;
-pub mod import;
-pub mod inspect;
+pub(crate) mod import;
+pub(crate) mod inspect;
 pub(crate) mod issue;
 pub(crate) mod kubeconfig;
 pub(crate) mod material;
@@ -49,7 +49,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-pub use generate::{generate, Generated};
+pub use generate::{generate, reissue, Generated};
 
 use crate::inventory::Cluster;
 

@@ -284,13 +284,58 @@ fn ingress_facts(cluster: &Cluster, node: &Node) -> Option<IngressFacts> {
             .filter(|master| master.name != node.name)
             .map(|master| master.address.to_string())
             .collect(),
-        track_apiserver: cluster.control_plane_endpoint.host == ingress.vip.to_string(),
+        // Compared as addresses: `2001:DB8::64` and `2001:db8::64` are the
+        // same VIP.
+        track_apiserver: cluster
+            .control_plane_endpoint
+            .host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|host| host == ingress.vip),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const INVENTORY: &str = r#"
+[cluster]
+name = "unit"
+kubernetes_version = "1.31.4"
+control_plane_endpoint = "[2001:DB8::64]:6443"
+
+[ingress]
+vip = "2001:db8::64"
+interface = "eth0"
+server_names = ["*.example.org"]
+
+[[master]]
+name = "m1"
+address = "2001:db8::11"
+
+[[worker]]
+name = "w1"
+address = "2001:db8::21"
+"#;
+
+    #[test]
+    fn keepalived_tracks_the_apiserver_when_the_endpoint_is_the_vip_however_written() {
+        let path = std::path::Path::new("/nonexistent/inventory.toml");
+        let cluster = crate::inventory::from_str(path, INVENTORY)
+            .expect("inventory")
+            .cluster;
+        let etcd = EtcdBootstrap::new_cluster(&cluster);
+        let context = Context::new(&cluster, &cluster.masters[0], &etcd, BTreeMap::new());
+        let ingress = context.ingress.expect("ingress facts");
+        assert!(ingress.track_apiserver);
+
+        let elsewhere = INVENTORY.replace("[2001:DB8::64]:6443", "kube.example.org:6443");
+        let cluster = crate::inventory::from_str(path, &elsewhere)
+            .expect("inventory")
+            .cluster;
+        let context = Context::new(&cluster, &cluster.masters[0], &etcd, BTreeMap::new());
+        assert!(!context.ingress.expect("ingress facts").track_apiserver);
+    }
 
     #[test]
     fn vrrp_priorities_are_distinct_and_valid() {
@@ -299,7 +344,9 @@ mod tests {
                 .map(|index| vrrp_priority(index, masters))
                 .collect();
             assert_eq!(priorities.len(), masters, "{masters} masters");
-            assert!(priorities.iter().all(|p| (1..=254).contains(p)));
+            assert!(priorities
+                .iter()
+                .all(|priority| (1..=254).contains(priority)));
         }
     }
 }

@@ -8,7 +8,10 @@ use std::collections::BTreeSet;
 use sha2::{Digest, Sha256};
 
 /// One file a host receives, byte for byte.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` form shows a secret's size and hash, never its bytes, so a
+/// `{:?}` in an error or a log cannot leak a key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RenderedFile {
     /// Absolute path on the host, such as `/etc/kubernetes/pki/ca.crt`.
     pub path: String,
@@ -20,6 +23,28 @@ pub struct RenderedFile {
     /// systemd units to restart when this file changes (`etcd.service`,
     /// `nginx.service`, ...). Empty for files read on demand.
     pub restarts: Vec<String>,
+}
+
+impl std::fmt::Debug for RenderedFile {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let contents = if self.secret {
+            format!(
+                "<secret: {} bytes, sha256 {}>",
+                self.contents.len(),
+                self.sha256_hex()
+            )
+        } else {
+            String::from_utf8_lossy(&self.contents).into_owned()
+        };
+        formatter
+            .debug_struct("RenderedFile")
+            .field("path", &self.path)
+            .field("contents", &contents)
+            .field("mode", &format_args!("{:#o}", self.mode))
+            .field("secret", &self.secret)
+            .field("restarts", &self.restarts)
+            .finish()
+    }
 }
 
 impl RenderedFile {

@@ -20,8 +20,9 @@ use super::{EtcdBootstrap, HostFiles, RenderedFile};
 enum Source {
     /// A PKI store file, by its path relative to the store.
     Store(String),
-    /// The operator's own file named in the inventory (`tls_cert`/`tls_key`).
-    Operator(PathBuf),
+    /// The operator's own file named in the inventory, with the field that
+    /// names it (`ingress.tls_cert`, `ingress.tls_key`).
+    Operator { path: PathBuf, field: &'static str },
     /// A template, by name.
     Template(&'static str),
 }
@@ -330,8 +331,14 @@ fn plan(cluster: &Cluster, node: &Node) -> Vec<Planned> {
         ));
         let (cert, key) = match &ingress.tls {
             Some(tls) => (
-                Source::Operator(tls.cert.clone()),
-                Source::Operator(tls.key.clone()),
+                Source::Operator {
+                    path: tls.cert.clone(),
+                    field: "ingress.tls_cert",
+                },
+                Source::Operator {
+                    path: tls.key.clone(),
+                    field: "ingress.tls_key",
+                },
             ),
             None => (
                 Source::Store("ingress.crt".to_string()),
@@ -388,9 +395,9 @@ pub(super) fn render_host(
                     store.dir().display()
                 ))
             })?,
-            Source::Operator(path) => std::fs::read(path).map_err(|error| {
+            Source::Operator { path, field } => std::fs::read(path).map_err(|error| {
                 bad_input(format!(
-                    "cannot read the ingress certificate file {} (from [ingress] in {}): {error}",
+                    "cannot read {} ({field} in {}): {error}",
                     path.display(),
                     cluster.inventory_path.display()
                 ))

@@ -69,7 +69,11 @@ impl EtcdBootstrap {
     pub fn new_cluster(cluster: &Cluster) -> Self {
         EtcdBootstrap {
             state: InitialClusterState::New,
-            members: cluster.masters.iter().map(|m| m.name.clone()).collect(),
+            members: cluster
+                .masters
+                .iter()
+                .map(|master| master.name.clone())
+                .collect(),
         }
     }
 

@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests: run the real binary on files in
+//! What the integration tests share: run the real binary on files in
 //! a temporary folder.
 #![allow(dead_code)]
 

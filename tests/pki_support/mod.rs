@@ -18,8 +18,7 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(inventory: &str) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("inventory.toml"), inventory).expect("write inventory");
+        let (dir, _) = crate::common::inventory(inventory);
         Cluster { dir }
     }
 

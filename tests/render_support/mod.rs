@@ -23,6 +23,25 @@ impl Rendered {
         self.out.join(name)
     }
 
+    /// Run the binary again on this inventory: `-i <inventory>` then `args`.
+    pub fn again(&self, args: &[&str]) -> Run {
+        let mut full = vec!["-i", self.inventory.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        run_in(self.dir.path(), &full)
+    }
+
+    /// The inventory as the library resolves it, to render in process.
+    pub fn cluster(&self) -> ocfk8s::inventory::Cluster {
+        ocfk8s::inventory::load(&self.inventory)
+            .expect("inventory")
+            .cluster
+    }
+
+    /// The PKI store `render` generated.
+    pub fn store(&self) -> ocfk8s::pki::Store {
+        ocfk8s::pki::Store::open(&self.cluster().pki_dir)
+    }
+
     /// A rendered file's text.
     pub fn text(&self, host: &str, path: &str) -> String {
         let full = self.host(host).join(path.trim_start_matches('/'));
@@ -30,33 +49,37 @@ impl Rendered {
     }
 }
 
-/// The test inventory (3 masters, 2 workers, `[ingress]`) adjusted for this
-/// machine: the VIP on `eth0`, which exists here so keepalived can check it.
+/// The test inventory: 3 masters, 2 workers, `[ingress]` with its VIP on
+/// `eth0`.
 pub fn base_inventory() -> String {
     BASE.to_string()
 }
 
 /// Write `inventory` (inventory text) in a fresh folder, create its PKI
 /// store, and render it to `out/`.
-pub fn render(inventory: &str, extra_args: &[&str]) -> Rendered {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("inventory.toml");
-    std::fs::write(&path, inventory).expect("write inventory");
-    generate_store(dir.path(), &path);
-    let out = dir.path().join("out");
-    let mut args = vec![
-        "-i",
-        path.to_str().expect("utf-8 path"),
-        "render",
-        "--out",
-        "out",
-    ];
-    args.extend_from_slice(extra_args);
-    let run = run_in(dir.path(), &args);
+pub fn render(inventory: &str) -> Rendered {
+    let (dir, path) = common::inventory(inventory);
+    render_at(dir, path)
+}
+
+/// Create the PKI store of the inventory file `inventory` (inside `dir`)
+/// and render it to `dir/out`.
+pub fn render_at(dir: tempfile::TempDir, inventory: PathBuf) -> Rendered {
+    generate_store(dir.path(), &inventory);
+    let run = run_in(
+        dir.path(),
+        &[
+            "-i",
+            inventory.to_str().expect("utf-8 path"),
+            "render",
+            "--out",
+            "out",
+        ],
+    );
     Rendered {
+        out: dir.path().join("out"),
         dir,
-        inventory: path,
-        out,
+        inventory,
         run,
     }
 }
