@@ -787,14 +787,11 @@ fn certs_check_lists_every_certificate_and_kubeconfig_with_its_ca() {
 }
 
 #[test]
-fn certs_check_remote_needs_the_ssh_engine_and_missing_store_is_bad_input() {
+fn certs_check_on_a_missing_store_is_bad_input() {
     let cluster = Cluster::base();
     let run = cluster.run(&["certs", "check"]);
     assert_eq!(run.status, 2, "{}", run.stderr);
     assert!(run.stderr.contains("pki generate"), "{}", run.stderr);
-    let run = cluster.run(&["certs", "check", "--remote"]);
-    assert_eq!(run.status, 1);
-    assert!(run.stderr.contains("SSH engine"), "{}", run.stderr);
 }
 
 #[test]
