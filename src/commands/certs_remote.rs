@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::cli::{CertsCheckArgs, GlobalArgs, TableOrJson};
-use crate::inventory::Node;
 use crate::ops::fleet::{self, Fleet};
 use crate::printer::Printer;
 use crate::remote::{self, HostCertificate};
@@ -28,22 +27,13 @@ pub(crate) fn run(
 ) -> anyhow::Result<()> {
     let resolved = super::load_inventory(&global.inventory, printer)?;
     let cluster = &resolved.cluster;
-    let nodes: Vec<&Node> = cluster.nodes().collect();
-    let concurrency = fleet::concurrency(cluster, global.concurrency);
     let found = fleet::runtime()?.block_on(async {
-        let progress = printer.host_progress(fleet::names(&nodes));
-        let fleet = Fleet::connect(
-            cluster,
-            &nodes,
-            concurrency,
-            global.accept_new_host_keys,
-            &progress,
-        )
-        .await?;
+        let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
+        let fleet = Fleet::connect_all(cluster, global, &progress).await?;
         let found = remote::for_each_host(
             &fleet.hosts,
             |host| host.name.as_str(),
-            concurrency,
+            fleet.concurrency,
             "certificates",
             true,
             &progress,

@@ -3,7 +3,7 @@
 
 use crate::cli::{GlobalArgs, PlanArgs, TextOrJson};
 use crate::error::ChangesPending;
-use crate::inventory::{Cluster, Node};
+use crate::inventory::Cluster;
 use crate::ops::desired::desired_files;
 use crate::ops::fleet::{self, Fleet};
 use crate::printer::Printer;
@@ -28,18 +28,9 @@ pub(crate) fn show(
     printer: &Printer,
 ) -> anyhow::Result<()> {
     let desired = desired_files(cluster, global.templates.as_deref())?;
-    let nodes: Vec<&Node> = cluster.nodes().collect();
-    let concurrency = fleet::concurrency(cluster, global.concurrency);
     let plans = fleet::runtime()?.block_on(async {
-        let progress = printer.host_progress(fleet::names(&nodes));
-        let fleet = Fleet::connect(
-            cluster,
-            &nodes,
-            concurrency,
-            global.accept_new_host_keys,
-            &progress,
-        )
-        .await?;
+        let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
+        let fleet = Fleet::connect_all(cluster, global, &progress).await?;
         let plans = fleet
             .survey(&desired, output == TextOrJson::Text, &progress)
             .await;

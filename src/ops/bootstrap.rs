@@ -4,7 +4,7 @@
 //! host is touched, unless skipped, so a run never stops half-way for that.
 
 use crate::cli::{BootstrapArgs, GlobalArgs};
-use crate::inventory::{Cluster, InstallMethod, Node};
+use crate::inventory::{Cluster, InstallMethod};
 use crate::printer::Printer;
 
 use super::desired::desired_files;
@@ -50,19 +50,10 @@ pub(crate) fn run(
     let lock = crate::lock::acquire(&cluster.pki_dir, "bootstrap")?;
     printer.detail(&format!("holding the run lock {}", lock.path().display()));
 
-    let nodes: Vec<&Node> = cluster.nodes().collect();
-    let concurrency = fleet::concurrency(cluster, global.concurrency);
     fleet::runtime()?.block_on(async {
         printer.info("preflight: connecting to every host");
-        let progress = printer.host_progress(fleet::names(&nodes));
-        let fleet = Fleet::connect(
-            cluster,
-            &nodes,
-            concurrency,
-            global.accept_new_host_keys,
-            &progress,
-        )
-        .await?;
+        let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
+        let fleet = Fleet::connect_all(cluster, global, &progress).await?;
         let result = run_phases(cluster, global, &phases, &fleet, printer, &progress).await;
         drop(progress);
         fleet.close().await;

@@ -8,6 +8,7 @@
 
 use anyhow::Context;
 
+use crate::cli::GlobalArgs;
 use crate::inventory::{Cluster, Node};
 use crate::plan::{self, HostPlan};
 use crate::printer::HostProgress;
@@ -62,6 +63,24 @@ impl Fleet {
             hosts,
             concurrency,
         })
+    }
+
+    /// Connect to every node of the inventory with the run's flags
+    /// (`--concurrency`, `--accept-new-host-keys`).
+    pub(crate) async fn connect_all(
+        cluster: &Cluster,
+        global: &GlobalArgs,
+        progress: &HostProgress,
+    ) -> anyhow::Result<Fleet> {
+        let nodes: Vec<&Node> = cluster.nodes().collect();
+        Fleet::connect(
+            cluster,
+            &nodes,
+            concurrency(cluster, global.concurrency),
+            global.accept_new_host_keys,
+            progress,
+        )
+        .await
     }
 
     /// Read every host's state and compare it with `desired` (which holds
@@ -220,11 +239,6 @@ fn summary_of(plan: &HostPlan) -> String {
             plan.services.len()
         )
     }
-}
-
-/// The host names of `nodes`, for progress.
-pub(crate) fn names<'a>(nodes: &'a [&'a Node]) -> impl Iterator<Item = &'a str> {
-    nodes.iter().map(|node| node.name.as_str())
 }
 
 /// The effective concurrency: `--concurrency`, else `[ssh] concurrency`.
