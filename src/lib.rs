@@ -4,6 +4,7 @@
 pub mod cli;
 mod commands;
 pub mod error;
+pub mod input_file;
 pub mod inventory;
 mod lock;
 mod ops;
