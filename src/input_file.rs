@@ -55,7 +55,9 @@ impl ReadError {
 
 /// What kind of non-regular file `file_type` is, for messages.
 pub fn kind_of(file_type: std::fs::FileType) -> &'static str {
-    if file_type.is_dir() {
+    if file_type.is_file() {
+        "a regular file"
+    } else if file_type.is_dir() {
         "a folder"
     } else if file_type.is_fifo() {
         "a FIFO"

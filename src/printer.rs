@@ -44,6 +44,15 @@ impl Printer {
         let _ = stdout.flush();
     }
 
+    /// A summary of what a command did (files created, trees written): on
+    /// stdout like [`Printer::output`], but hidden by `--quiet`, which asks
+    /// for errors and requested output only.
+    pub fn summary(&self, text: &str) {
+        if self.verbosity >= Verbosity::Normal {
+            self.output(text);
+        }
+    }
+
     /// Progress and notes about the run, hidden by `--quiet`.
     pub fn info(&self, text: &str) {
         if self.verbosity >= Verbosity::Normal {

@@ -803,3 +803,119 @@ fn the_operators_tls_certificate_is_served_instead_of_the_stores() {
     assert!(!run.stderr.contains("certificate file"), "{}", run.stderr);
     assert!(!dir.join("again").exists(), "nothing written");
 }
+
+/// Every file under `dir` with its bytes, to compare before and after.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    render_support::common::tree(dir)
+        .into_iter()
+        .map(|relative| {
+            let bytes = std::fs::read(dir.join(&relative)).expect("read");
+            (relative, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn render_out_dot_with_a_host_named_pki_never_touches_the_store() {
+    let inventory = base_inventory().replace("name = \"w2\"", "name = \"pki\"");
+    let rendered = render(&inventory);
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    let store = rendered.dir.path().join("pki");
+    let before = snapshot(&store);
+    assert!(before.iter().any(|(name, _)| name == "test/ca.key"));
+
+    let run = rendered.again(&["render", "--out", "."]);
+    assert_eq!(run.status, 2, "stderr: {}", run.stderr);
+    assert!(run.stderr.contains("contains the"), "{}", run.stderr);
+    assert_eq!(snapshot(&store), before, "the PKI store is untouched");
+}
+
+#[test]
+fn render_refuses_an_output_folder_inside_the_store_or_holding_the_templates() {
+    let rendered = render(&base_inventory());
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    let run = rendered.again(&["render", "--out", "pki/test/out"]);
+    assert_eq!(run.status, 2, "stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains("lies inside the PKI store"),
+        "{}",
+        run.stderr
+    );
+    assert!(!rendered.dir.path().join("pki/test/out").exists());
+
+    let templates = rendered.dir.path().join("site/templates");
+    std::fs::create_dir_all(&templates).expect("mkdir");
+    let run = rendered.again(&["--templates", "site/templates", "render", "--out", "site"]);
+    assert_eq!(run.status, 2, "stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains("contains the templates folder"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        render_support::common::tree(&rendered.dir.path().join("site")),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn render_replaces_only_host_folders_it_wrote_and_writes_nothing_on_refusal() {
+    let rendered = render(&base_inventory());
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    let out = rendered.dir.path().join("mine");
+    std::fs::create_dir_all(out.join("w1")).expect("mkdir");
+    std::fs::write(out.join("w1/precious"), "keep me").expect("write");
+    std::fs::write(out.join("m2"), "a file where a host folder goes").expect("write");
+
+    let run = rendered.again(&["render", "--out", "mine"]);
+    assert_eq!(run.status, 2, "stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains("mine/w1 exists and was not written by"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("mine/m2 is a regular file"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        render_support::common::tree(&out),
+        vec!["m2".to_string(), "w1/precious".to_string()],
+        "nothing written, nothing removed"
+    );
+
+    // Once the operator clears them, render owns its folders and re-renders them.
+    std::fs::remove_dir_all(out.join("w1")).expect("rm");
+    std::fs::remove_file(out.join("m2")).expect("rm");
+    let run = rendered.again(&["render", "--out", "mine"]);
+    assert_eq!(run.status, 0, "stderr: {}", run.stderr);
+    let run = rendered.again(&["render", "--out", "mine"]);
+    assert_eq!(run.status, 0, "stderr: {}", run.stderr);
+    assert!(out.join("w1/etc/kubernetes/kubelet.conf").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .expect("read out")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.') && name != ".ocfk8s-render")
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no staging folders left: {leftovers:?}"
+    );
+}
+
+#[test]
+fn quiet_render_prints_nothing() {
+    let rendered = render(&base_inventory());
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    assert!(
+        rendered.run.stdout.contains("m1: "),
+        "{}",
+        rendered.run.stdout
+    );
+    let run = rendered.again(&["-q", "render", "--out", "out"]);
+    assert_eq!(run.status, 0, "stderr: {}", run.stderr);
+    assert_eq!(run.stdout, "");
+    assert_eq!(run.stderr, "");
+}
