@@ -11,6 +11,7 @@
 #
 # Usage: cfssl.sh ecdsa-p256|rsa-2048 OUT_DIR MASTERS WORKERS
 set -euo pipefail
+shopt -s inherit_errexit
 
 algorithm=$1 out=$2 masters=$3 workers=$4
 case "$algorithm" in

@@ -7,6 +7,7 @@
 #
 # Usage: bench/pki/run.sh [MASTERS] [WORKERS]
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/../.."
 
 for tool in cfssl cfssljson openssl /usr/bin/time; do
