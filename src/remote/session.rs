@@ -52,6 +52,14 @@ pub(crate) struct ScriptOutput {
     pub(crate) stdout: String,
 }
 
+/// How a remote script ended: its exit status (`None` when killed by a
+/// signal), its output as bytes, and its error output as text.
+pub(crate) struct ExecOutput {
+    pub(crate) status: Option<i32>,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: String,
+}
+
 impl Connector {
     pub(crate) fn new(cluster: &Cluster, accept_new_host_keys: bool) -> anyhow::Result<Self> {
         remove_abandoned_control_dirs();
@@ -245,6 +253,21 @@ impl Host {
     /// Run a POSIX shell script as root, feeding it on stdin; fail unless it
     /// exits 0, with its stderr in the message.
     pub(crate) async fn run_script(&self, script: &str) -> anyhow::Result<ScriptOutput> {
+        let output = self.exec(script).await?;
+        match output.status {
+            Some(0) => Ok(ScriptOutput {
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            }),
+            Some(code) => bail!("remote script exited with status {code}: {}", output.stderr),
+            None => bail!("remote script was killed: {}", output.stderr),
+        }
+    }
+
+    /// Run a POSIX shell script as root and return how it ended, whatever
+    /// its exit status: probes read exit codes, snapshots read bytes. Only
+    /// a failed connection (ssh's status 255) or a refused `sudo -n` is an
+    /// error here.
+    pub(crate) async fn exec(&self, script: &str) -> anyhow::Result<ExecOutput> {
         let mut command = if self.sudo {
             let mut command = self.session.command("sudo");
             command.arg("-n").arg("sh").arg("-s");
@@ -270,22 +293,22 @@ impl Host {
         let (fed, output) = tokio::join!(feed, child.wait_with_output());
         let output = output.context("waiting for the remote shell")?;
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        if !output.status.success() {
-            if self.sudo && stderr.contains("password is required") {
-                bail!(
-                    "user {} cannot become root without a password (`sudo -n` refused): allow it passwordless sudo, or connect as root",
-                    self.user
-                );
-            }
-            match output.status.code() {
-                Some(255) => bail!("the SSH connection failed: {stderr}"),
-                Some(code) => bail!("remote script exited with status {code}: {stderr}"),
-                None => bail!("remote script was killed: {stderr}"),
-            }
+        if self.sudo && !output.status.success() && stderr.contains("password is required") {
+            bail!(
+                "user {} cannot become root without a password (`sudo -n` refused): allow it passwordless sudo, or connect as root",
+                self.user
+            );
         }
-        fed.context("sending the script to the remote shell")?;
-        Ok(ScriptOutput {
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        if output.status.code() == Some(255) {
+            bail!("the SSH connection failed: {stderr}");
+        }
+        if output.status.success() {
+            fed.context("sending the script to the remote shell")?;
+        }
+        Ok(ExecOutput {
+            status: output.status.code(),
+            stdout: output.stdout,
+            stderr,
         })
     }
 
