@@ -74,6 +74,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Converge the whole cluster (safe to re-run)
     Bootstrap(BootstrapArgs),
+    /// Show each host's services, etcd's members, the VIP holder and each
+    /// apiserver's readiness; exit 0 when healthy, 1 when not
+    Status(StatusArgs),
     /// Add a master listed in the inventory to etcd and the control plane
     AddMaster(AddMasterArgs),
     /// Join one worker listed in the inventory
@@ -175,6 +178,12 @@ pub struct BootstrapArgs {
     /// Show what would be done without changing anything
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+    pub output: TextOrJson,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Render(args) => commands::render::run(&global, &args, &printer),
         Command::Plan(args) => commands::plan::run(&global, &args, &printer),
         Command::Bootstrap(args) => commands::bootstrap::run(&global, &args, &printer),
+        Command::Status(args) => commands::status::run(&global, &args, &printer),
         Command::AddMaster(_) => commands::not_yet("add-master"),
         Command::AddWorker(_) => commands::not_yet("add-worker"),
         Command::RotateCerts(_) => commands::not_yet("rotate-certs"),

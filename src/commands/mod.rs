@@ -10,6 +10,7 @@ pub(crate) mod kubeconfig;
 pub(crate) mod pki;
 pub(crate) mod plan;
 pub(crate) mod render;
+pub(crate) mod status;
 pub(crate) mod validate;
 
 use std::path::Path;

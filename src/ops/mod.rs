@@ -5,3 +5,4 @@ pub(crate) mod bootstrap;
 pub(crate) mod desired;
 pub(crate) mod fleet;
 pub(crate) mod phase;
+pub(crate) mod status;

@@ -4,8 +4,7 @@
 //!
 //! Like the other remote steps: a pure script builder, a pure parser of
 //! what etcdctl printed (`-w json`), and a thin async wrapper. Reads use the
-//! healthcheck-client identity, changes the apiserver-etcd-client one, as
-//! kubeadm does; both come from the etcd CA and sit at kubeadm's paths.
+//! healthcheck-client identity from the etcd CA, at kubeadm's path.
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -16,41 +15,16 @@ use super::shell::quote;
 /// The etcd CA on masters.
 pub(crate) const ETCD_CA: &str = "/etc/kubernetes/pki/etcd/ca.crt";
 
-/// Which client certificate an etcdctl call presents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Identity {
-    /// `etcd/healthcheck-client`: status and health reads.
-    Healthcheck,
-    /// `apiserver-etcd-client`: membership changes, leadership moves,
-    /// snapshots.
-    ApiserverClient,
-}
-
-impl Identity {
-    fn files(self) -> (&'static str, &'static str) {
-        match self {
-            Identity::Healthcheck => (
-                "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
-                "/etc/kubernetes/pki/etcd/healthcheck-client.key",
-            ),
-            Identity::ApiserverClient => (
-                "/etc/kubernetes/pki/apiserver-etcd-client.crt",
-                "/etc/kubernetes/pki/apiserver-etcd-client.key",
-            ),
-        }
-    }
-}
+/// The client identity etcdctl presents for reads: the healthcheck client,
+/// as kubeadm's probes do.
+const CLIENT_CERT: &str = "/etc/kubernetes/pki/etcd/healthcheck-client.crt";
+const CLIENT_KEY: &str = "/etc/kubernetes/pki/etcd/healthcheck-client.key";
 
 /// The shell command running `etcdctl ARGS` against `endpoints` from
-/// `bin_dir` with `identity`. Every value is quoted; `bin_dir` and the
-/// endpoints come from the validated inventory.
-pub(crate) fn command(
-    bin_dir: &str,
-    endpoints: &[String],
-    identity: Identity,
-    args: &[&str],
-) -> String {
-    let (cert, key) = identity.files();
+/// `bin_dir`. Every value is quoted; `bin_dir` and the endpoints come from
+/// the validated inventory.
+pub(crate) fn command(bin_dir: &str, endpoints: &[String], args: &[&str]) -> String {
+    let (cert, key) = (CLIENT_CERT, CLIENT_KEY);
     let mut words = vec![
         "ETCDCTL_API=3".to_string(),
         quote(&format!("{}/etcdctl", bin_dir.trim_end_matches('/'))),
@@ -77,7 +51,7 @@ pub(crate) struct Member {
 }
 
 impl Member {
-    /// The id as etcdctl takes it (`move-leader`, `member remove`).
+    /// The id as etcdctl prints and takes it (hex).
     pub(crate) fn hex_id(&self) -> String {
         format!("{:x}", self.id)
     }
@@ -229,26 +203,19 @@ impl Etcdctl<'_> {
     async fn run(
         &self,
         endpoints: &[String],
-        identity: Identity,
         args: &[&str],
     ) -> anyhow::Result<(Option<i32>, Vec<u8>, String)> {
-        let script = command(self.bin_dir, endpoints, identity, args);
-        let output = self
-            .host
-            .exec(&script)
-            .await
-            .with_context(|| format!("running etcdctl {} on {}", args.join(" "), self.host.name))?;
+        let script = command(self.bin_dir, endpoints, args);
+        let output =
+            self.host.exec(&script).await.with_context(|| {
+                format!("running etcdctl {} on {}", args.join(" "), self.host.name)
+            })?;
         Ok((output.status, output.stdout, output.stderr))
     }
 
     /// Run etcdctl and require exit status 0.
-    async fn run_ok(
-        &self,
-        endpoints: &[String],
-        identity: Identity,
-        args: &[&str],
-    ) -> anyhow::Result<Vec<u8>> {
-        let (status, stdout, stderr) = self.run(endpoints, identity, args).await?;
+    async fn run_ok(&self, endpoints: &[String], args: &[&str]) -> anyhow::Result<Vec<u8>> {
+        let (status, stdout, stderr) = self.run(endpoints, args).await?;
         if status != Some(0) {
             anyhow::bail!(
                 "etcdctl {} on {} failed: {}",
@@ -263,7 +230,7 @@ impl Etcdctl<'_> {
     /// The cluster's members, asked through `endpoints`.
     pub(crate) async fn member_list(&self, endpoints: &[String]) -> anyhow::Result<Vec<Member>> {
         let stdout = self
-            .run_ok(endpoints, Identity::Healthcheck, &["member", "list", "-w", "json"])
+            .run_ok(endpoints, &["member", "list", "-w", "json"])
             .await?;
         parse_member_list(&stdout)
     }
@@ -275,12 +242,16 @@ impl Etcdctl<'_> {
         endpoints: &[String],
     ) -> anyhow::Result<(Vec<EndpointStatus>, String)> {
         let (status, stdout, stderr) = self
-            .run(endpoints, Identity::Healthcheck, &["endpoint", "status", "-w", "json"])
+            .run(endpoints, &["endpoint", "status", "-w", "json"])
             .await?;
         let statuses = parse_endpoint_status(&stdout)?;
         Ok((
             statuses,
-            if status == Some(0) { String::new() } else { stderr },
+            if status == Some(0) {
+                String::new()
+            } else {
+                stderr
+            },
         ))
     }
 
@@ -290,7 +261,7 @@ impl Etcdctl<'_> {
         endpoints: &[String],
     ) -> anyhow::Result<Vec<EndpointHealth>> {
         let (_, stdout, stderr) = self
-            .run(endpoints, Identity::Healthcheck, &["endpoint", "health", "-w", "json"])
+            .run(endpoints, &["endpoint", "health", "-w", "json"])
             .await?;
         let mut health = parse_endpoint_health(&stdout)?;
         // Endpoints that did not answer at all are missing from the JSON.
@@ -304,21 +275,6 @@ impl Etcdctl<'_> {
             }
         }
         Ok(health)
-    }
-
-    /// Move leadership to `target` (asked of the current leader's endpoint).
-    pub(crate) async fn move_leader(
-        &self,
-        leader_endpoint: &str,
-        target: &Member,
-    ) -> anyhow::Result<()> {
-        self.run_ok(
-            &[leader_endpoint.to_string()],
-            Identity::ApiserverClient,
-            &["move-leader", &target.hex_id()],
-        )
-        .await
-        .map(drop)
     }
 }
 
@@ -365,8 +321,10 @@ mod tests {
     fn the_command_quotes_every_word() {
         let script = command(
             "/usr/bin",
-            &["https://10.0.0.1:2379".into(), "https://10.0.0.2:2379".into()],
-            Identity::Healthcheck,
+            &[
+                "https://10.0.0.1:2379".into(),
+                "https://10.0.0.2:2379".into(),
+            ],
             &["member", "list", "-w", "json"],
         );
         assert_eq!(
@@ -377,7 +335,10 @@ mod tests {
              'member' 'list' '-w' 'json'"
         );
         // A planted metacharacter stays one quoted word.
-        let hostile = command("/opt/x'; touch /tmp/p; '", &[], Identity::ApiserverClient, &[]);
-        assert!(hostile.contains(r"'/opt/x'\''; touch /tmp/p; '\''/etcdctl'"), "{hostile}");
+        let hostile = command("/opt/x'; touch /tmp/p; '", &[], &[]);
+        assert!(
+            hostile.contains(r"'/opt/x'\''; touch /tmp/p; '\''/etcdctl'"),
+            "{hostile}"
+        );
     }
 }

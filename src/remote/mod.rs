@@ -8,9 +8,10 @@
 //! whole state or writing all its changed files costs one round trip each.
 
 mod certs;
+pub(crate) mod etcdctl;
 mod fanout;
 mod session;
-mod shell;
+pub(crate) mod shell;
 mod state;
 mod write;
 
