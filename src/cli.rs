@@ -157,6 +157,8 @@ pub struct RenderArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
+    #[command(flatten)]
+    pub phases: PhaseArgs,
     #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
     pub output: TextOrJson,
     /// Exit 0 when nothing is to do, 3 when changes are pending

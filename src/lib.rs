@@ -8,11 +8,13 @@ pub mod input_file;
 pub mod inventory;
 mod lock;
 mod ops;
+mod phase;
 pub mod pki;
 mod plan;
 pub mod printer;
 mod remote;
 pub mod render;
+mod units;
 
 use cli::{Cli, Command};
 use printer::Printer;

@@ -12,8 +12,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::phase::Phase;
 use crate::remote::HostState;
 use crate::render::HostFiles;
+use crate::units::{self, OnChange};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,12 +49,39 @@ pub(crate) struct FileChange {
 pub(crate) enum ServiceAction {
     Start,
     Restart,
+    Reload,
 }
 
+impl ServiceAction {
+    pub(crate) fn verb(self) -> &'static str {
+        match self {
+            ServiceAction::Start => "start",
+            ServiceAction::Restart => "restart",
+            ServiceAction::Reload => "reload",
+        }
+    }
+}
+
+/// A service that is not in its desired state: running (daemons) with the
+/// inputs it should have.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ServiceChange {
     pub(crate) unit: String,
     pub(crate) action: ServiceAction,
+    /// Why, for people: "inactive", "inputs changed", ...
+    pub(crate) reason: String,
+    /// The phase that acts on it.
+    pub(crate) phase: &'static str,
+    /// Recorded on the host once the action succeeded.
+    pub(crate) inputs_sha256: String,
+}
+
+/// Which services a plan covers: those of the phases that will run, on a
+/// master or a worker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServiceScope<'a> {
+    pub(crate) phases: &'a [Phase],
+    pub(crate) master: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,8 +111,9 @@ pub(crate) fn sha256_hex(contents: &[u8]) -> String {
     hex::encode(Sha256::digest(contents))
 }
 
-/// What `host` needs to hold exactly `desired`.
-pub(crate) fn plan_host(desired: &HostFiles, state: &HostState) -> HostPlan {
+/// What `host` needs to hold exactly `desired` and run its services in
+/// `scope` with those files.
+pub(crate) fn plan_host(desired: &HostFiles, state: &HostState, scope: ServiceScope) -> HostPlan {
     let mut files = Vec::new();
     for file in &desired.files {
         let sha256 = sha256_hex(&file.contents);
@@ -108,25 +138,7 @@ pub(crate) fn plan_host(desired: &HostFiles, state: &HostState) -> HostPlan {
             });
         }
     }
-    let changed = files
-        .iter()
-        .filter(|file| file.action != FileAction::Mode)
-        .map(|file| file.path.as_str());
-    let services = desired
-        .units_to_restart(changed)
-        .into_iter()
-        .map(|unit| {
-            let active = state.services.get(&unit).map(String::as_str) == Some("active");
-            ServiceChange {
-                unit,
-                action: if active {
-                    ServiceAction::Restart
-                } else {
-                    ServiceAction::Start
-                },
-            }
-        })
-        .collect();
+    let services = plan_services(desired, state, scope);
     HostPlan {
         node: desired.node.clone(),
         files,
@@ -159,6 +171,71 @@ pub(crate) fn add_diffs(plan: &mut HostPlan, desired: &HostFiles, old: &BTreeMap
             .to_string();
         change.diff = Some(diff);
     }
+}
+
+/// The combined SHA-256 of the files that are `unit`'s inputs.
+pub(crate) fn unit_inputs(desired: &HostFiles, unit: &str) -> String {
+    let mut hasher = Sha256::new();
+    for file in desired
+        .files
+        .iter()
+        .filter(|file| file.restarts.iter().any(|name| name == unit))
+    {
+        hasher.update(file.path.as_bytes());
+        hasher.update([0]);
+        hasher.update(Sha256::digest(&file.contents));
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The services in `scope` that are not running with their inputs, in
+/// start order.
+fn plan_services(
+    desired: &HostFiles,
+    state: &HostState,
+    scope: ServiceScope,
+) -> Vec<ServiceChange> {
+    let mut names = managed_units(desired);
+    names.sort_by_key(|name| units::start_order(name));
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let phase = units::phase_of(name, scope.master);
+            if !scope.phases.contains(&phase) {
+                return None;
+            }
+            let unit = units::unit(name);
+            let inputs = unit_inputs(desired, name);
+            let active = state.services.get(name).map(String::as_str);
+            let recorded = state.stamps.get(name);
+            let (action, reason) = if unit.daemon && active != Some("active") {
+                (
+                    ServiceAction::Start,
+                    active.unwrap_or("unknown").to_string(),
+                )
+            } else if recorded != Some(&inputs) {
+                let reason = if recorded.is_some() {
+                    "inputs changed"
+                } else {
+                    "not yet run with ocfk8s's files"
+                };
+                let action = match (unit.daemon, unit.on_change) {
+                    (true, OnChange::Reload) => ServiceAction::Reload,
+                    _ => ServiceAction::Restart,
+                };
+                (action, reason.to_string())
+            } else {
+                return None;
+            };
+            Some(ServiceChange {
+                unit: name.to_string(),
+                action,
+                reason,
+                phase: phase.name(),
+                inputs_sha256: inputs,
+            })
+        })
+        .collect()
 }
 
 /// Every unit mentioned by `desired`'s files.
@@ -235,11 +312,14 @@ pub(crate) fn text(plans: &[HostPlan]) -> String {
             );
         }
         for service in &plan.services {
-            let verb = match service.action {
-                ServiceAction::Start => "start",
-                ServiceAction::Restart => "restart",
-            };
-            let _ = writeln!(out, "  ! {verb} {}", service.unit);
+            let _ = writeln!(
+                out,
+                "  ! {} {} ({}; {} phase)",
+                service.action.verb(),
+                service.unit,
+                service.reason,
+                service.phase
+            );
         }
     }
     if pending_hosts == 0 {
@@ -330,9 +410,13 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_host_holding_everything_has_an_empty_plan() {
-        let desired = desired();
+    const ALL: ServiceScope<'static> = ServiceScope {
+        phases: &Phase::ALL,
+        master: true,
+    };
+
+    /// A host holding `desired`'s files, its services running with them.
+    fn converged(desired: &HostFiles) -> HostState {
         let mut state = HostState::default();
         for file in &desired.files {
             state.files.insert(
@@ -340,9 +424,80 @@ mod tests {
                 present(std::str::from_utf8(&file.contents).unwrap(), file.mode),
             );
         }
-        let plan = plan_host(&desired, &state);
+        for unit in managed_units(desired) {
+            state.services.insert(unit.to_string(), "active".into());
+            state
+                .stamps
+                .insert(unit.to_string(), unit_inputs(desired, unit));
+        }
+        state
+    }
+
+    #[test]
+    fn a_host_holding_everything_has_an_empty_plan() {
+        let desired = desired();
+        let plan = plan_host(&desired, &converged(&desired), ALL);
         assert!(plan.is_empty(), "{plan:?}");
         assert!(text(&[plan]).contains("Nothing to do"));
+    }
+
+    #[test]
+    fn a_restart_owed_by_a_killed_run_is_still_planned_and_stopped_units_start() {
+        let desired = desired();
+        let mut state = converged(&desired);
+        // Files in place, but etcd still runs with what it had before (the
+        // run that wrote them was killed before restarting it).
+        state.stamps.insert("etcd.service".into(), "0".repeat(64));
+        // nginx was never recorded: reloaded, not restarted.
+        state.stamps.remove("nginx.service");
+        let plan = plan_host(&desired, &state, ALL);
+        assert!(plan.files.is_empty());
+        let services: Vec<(&str, ServiceAction, &str)> = plan
+            .services
+            .iter()
+            .map(|s| (s.unit.as_str(), s.action, s.reason.as_str()))
+            .collect();
+        assert_eq!(
+            services,
+            [
+                ("etcd.service", ServiceAction::Restart, "inputs changed"),
+                (
+                    "nginx.service",
+                    ServiceAction::Reload,
+                    "not yet run with ocfk8s's files"
+                )
+            ]
+        );
+        assert_eq!(
+            plan.services[0].inputs_sha256,
+            unit_inputs(&desired, "etcd.service")
+        );
+
+        // A stopped unit is started whatever its record says.
+        let mut state = converged(&desired);
+        state
+            .services
+            .insert("etcd.service".into(), "failed".into());
+        let plan = plan_host(&desired, &state, ALL);
+        assert_eq!(plan.services.len(), 1);
+        assert_eq!(plan.services[0].action, ServiceAction::Start);
+        assert_eq!(plan.services[0].reason, "failed");
+        assert!(text(&[plan]).contains("! start etcd.service (failed; etcd phase)"));
+
+        // Skipped phases plan nothing for their services.
+        let files_only = ServiceScope {
+            phases: &[Phase::Preflight, Phase::Pki, Phase::Install, Phase::Files],
+            master: true,
+        };
+        assert!(plan_host(
+            &desired,
+            &HostState {
+                services: Default::default(),
+                ..converged(&desired)
+            },
+            files_only
+        )
+        .is_empty());
     }
 
     #[test]
@@ -371,7 +526,7 @@ mod tests {
             .temporaries
             .push("/etc/.etcd.conf.ocfk8s-tmp-x".into());
 
-        let mut plan = plan_host(&desired, &state);
+        let mut plan = plan_host(&desired, &state, ALL);
         let old = BTreeMap::from([("/etc/etcd.conf".to_string(), b"a\nc\n".to_vec())]);
         add_diffs(&mut plan, &desired, &old);
 

@@ -6,23 +6,28 @@ use crate::error::ChangesPending;
 use crate::inventory::Cluster;
 use crate::ops::desired::desired_files;
 use crate::ops::fleet::{self, Fleet};
+use crate::phase::Phase;
 use crate::printer::Printer;
 
 pub(crate) fn run(global: &GlobalArgs, args: &PlanArgs, printer: &Printer) -> anyhow::Result<()> {
+    let phases = crate::phase::phases_to_run(&args.phases.skip_phases)?;
     let resolved = super::load_inventory(&global.inventory, printer)?;
     show(
         &resolved.cluster,
         global,
+        &phases,
         args.output,
         args.exit_code,
         printer,
     )
 }
 
-/// Print the plan; with `exit_code`, pending changes end in exit status 3.
+/// Print the plan of `phases`; with `exit_code`, pending changes end in
+/// exit status 3.
 pub(crate) fn show(
     cluster: &Cluster,
     global: &GlobalArgs,
+    phases: &[Phase],
     output: TextOrJson,
     exit_code: bool,
     printer: &Printer,
@@ -32,7 +37,7 @@ pub(crate) fn show(
         let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
         let fleet = Fleet::connect_all(cluster, global, &progress).await?;
         let plans = fleet
-            .survey(&desired, output == TextOrJson::Text, &progress)
+            .survey(&desired, phases, output == TextOrJson::Text, &progress)
             .await;
         drop(progress);
         fleet.close().await;

@@ -1,15 +1,53 @@
-//! `bootstrap`: converge the whole cluster, phase by phase.
+//! `bootstrap`: converge the whole cluster, phase by phase, in k0sctl's
+//! manner: each phase is one step over the hosts it concerns, and each
+//! change is gated on the real thing being healthy before the next.
 //!
-//! Phases whose machinery does not exist yet refuse up front, before any
-//! host is touched, unless skipped, so a run never stops half-way for that.
+//! - `files` writes every host's files, except the masters' static pod
+//!   manifests when the `control-plane` phase runs: writing a manifest
+//!   restarts its pod, so that phase writes them one master at a time.
+//! - `etcd` starts a new cluster's members together (none has data yet) and
+//!   waits until all are healthy; in a running cluster it starts stopped
+//!   members and restarts members whose inputs changed one at a time, each
+//!   gated on every member being healthy and caught up, the leader last
+//!   after moving leadership to a caught-up follower.
+//! - `control-plane`, one master at a time: its manifests, containerd and
+//!   kubelet, then its apiserver's `/readyz`.
+//! - `nodes`: host preparation, containerd, kubelet and kube-proxy on every
+//!   node; kubelet's healthz.
+//! - `lb`: keepalived and nginx on the masters, reloaded (after `nginx -t`)
+//!   rather than restarted when their configuration changes; then exactly
+//!   one master must hold the VIP.
+//!
+//! Services act only when the plan says so (stopped, or not running with
+//! their current inputs), so a second run with nothing changed restarts
+//! nothing, and a restart owed by a killed run is made by the next one.
+
+use std::time::Duration;
+
+use anyhow::Context;
 
 use crate::cli::{BootstrapArgs, GlobalArgs};
-use crate::inventory::{Cluster, InstallMethod};
-use crate::printer::Printer;
+use crate::inventory::{Cluster, InstallMethod, Node};
+use crate::phase::{phases_to_run, Phase};
+use crate::plan::{HostPlan, ServiceAction, ServiceChange};
+use crate::printer::{HostProgress, Printer};
+use crate::remote::etcdctl::Etcdctl;
+use crate::remote::{self, systemd, Host};
+use crate::render::HostFiles;
 
 use super::desired::desired_files;
 use super::fleet::{self, Fleet};
-use super::phase::{phases_to_run, Phase};
+use super::health;
+
+/// Where static pod manifests live; their writes restart pods.
+const MANIFESTS: &str = "/etc/kubernetes/manifests/";
+
+const ETCD_NEW_CLUSTER_TIMEOUT: Duration = Duration::from_secs(120);
+const ETCD_MEMBER_TIMEOUT: Duration = Duration::from_secs(90);
+const APISERVER_TIMEOUT: Duration = Duration::from_secs(180);
+const KUBELET_TIMEOUT: Duration = Duration::from_secs(120);
+const UNIT_TIMEOUT: Duration = Duration::from_secs(60);
+const VIP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn run(
     cluster: &Cluster,
@@ -26,13 +64,14 @@ pub(crate) fn run(
     if args.dry_run {
         if !missing.is_empty() {
             printer.warn(&format!(
-                "the {} phase(s) cannot run yet (not implemented); showing the files plan only",
+                "the {} phase(s) cannot run yet (not implemented); showing the plan of the others",
                 missing.join(", ")
             ));
         }
         return crate::commands::plan::show(
             cluster,
             global,
+            &phases,
             crate::cli::TextOrJson::Text,
             false,
             printer,
@@ -54,52 +93,538 @@ pub(crate) fn run(
         printer.info("preflight: connecting to every host");
         let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
         let fleet = Fleet::connect_all(cluster, global, &progress).await?;
-        let result = run_phases(cluster, global, &phases, &fleet, printer, &progress).await;
+        let run = Run {
+            cluster,
+            global,
+            phases: &phases,
+            fleet: &fleet,
+            printer,
+            progress: &progress,
+        };
+        let result = run.phases().await;
         drop(progress);
         fleet.close().await;
         result
     })
 }
 
-async fn run_phases(
-    cluster: &Cluster,
-    global: &GlobalArgs,
-    phases: &[Phase],
-    fleet: &Fleet,
-    printer: &Printer,
-    progress: &crate::printer::HostProgress,
-) -> anyhow::Result<()> {
-    for phase in phases {
-        match phase {
-            Phase::Preflight => {}
-            Phase::Pki => pki_phase(cluster, printer)?,
-            Phase::Install => {
-                printer.info("install: nothing to install ([install] method = \"none\")")
-            }
-            Phase::Files => {
-                let desired = desired_files(cluster, global.templates.as_deref())?;
-                let results = fleet.push(&desired, progress).await?;
-                let changed: Vec<_> = results
-                    .iter()
-                    .filter(|(_, report)| *report != Default::default())
-                    .collect();
-                if changed.is_empty() {
-                    printer.output("Nothing to do: every host already holds its files.");
-                } else {
-                    let written: usize = changed.iter().map(|(_, report)| report.written).sum();
-                    printer.output(&format!(
-                        "files: {written} file(s) written on {} of {} host(s).",
-                        changed.len(),
-                        results.len()
-                    ));
+fn implemented(phase: Phase, cluster: &Cluster) -> bool {
+    match phase {
+        Phase::Preflight
+        | Phase::Pki
+        | Phase::Files
+        | Phase::Etcd
+        | Phase::ControlPlane
+        | Phase::Nodes
+        | Phase::Lb => true,
+        Phase::Install => cluster.install.method == InstallMethod::None,
+        Phase::Addons => false,
+    }
+}
+
+struct Run<'a> {
+    cluster: &'a Cluster,
+    global: &'a GlobalArgs,
+    phases: &'a [Phase],
+    fleet: &'a Fleet,
+    printer: &'a Printer,
+    progress: &'a HostProgress,
+}
+
+impl Run<'_> {
+    async fn phases(&self) -> anyhow::Result<()> {
+        let mut desired = None;
+        for phase in self.phases {
+            match phase {
+                Phase::Preflight => {}
+                Phase::Pki => {
+                    pki_phase(self.cluster, self.printer)?;
+                    desired = Some(desired_files(
+                        self.cluster,
+                        self.global.templates.as_deref(),
+                    )?);
+                }
+                Phase::Install => self
+                    .printer
+                    .info("install: nothing to install ([install] method = \"none\")"),
+                Phase::Files => self.files(desired_ref(&desired)?).await?,
+                Phase::Etcd => self.etcd(desired_ref(&desired)?).await?,
+                Phase::ControlPlane => self.control_plane(desired_ref(&desired)?).await?,
+                Phase::Nodes => self.nodes(desired_ref(&desired)?).await?,
+                Phase::Lb => self.lb(desired_ref(&desired)?).await?,
+                Phase::Addons => {
+                    anyhow::bail!("bootstrap: the addons phase is not implemented yet")
                 }
             }
-            Phase::Etcd | Phase::ControlPlane | Phase::Nodes | Phase::Lb | Phase::Addons => {
-                anyhow::bail!("bootstrap: the {phase} phase is not implemented yet")
+        }
+        Ok(())
+    }
+
+    fn master(&self, host: &Host) -> Option<&Node> {
+        self.cluster
+            .masters
+            .iter()
+            .find(|master| master.name == host.name)
+    }
+
+    fn desired_of<'d>(
+        &self,
+        desired: &'d [HostFiles],
+        host: &Host,
+    ) -> anyhow::Result<&'d HostFiles> {
+        desired
+            .iter()
+            .find(|files| files.node == host.name)
+            .with_context(|| format!("no rendered files for host {}", host.name))
+    }
+
+    async fn files(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
+        let hold_manifests = self.phases.contains(&Phase::ControlPlane);
+        let to_push: Vec<HostFiles> = desired
+            .iter()
+            .map(|host| {
+                let master = self
+                    .cluster
+                    .masters
+                    .iter()
+                    .any(|master| master.name == host.node);
+                if hold_manifests && master {
+                    without_manifests(host)
+                } else {
+                    host.clone()
+                }
+            })
+            .collect();
+        let results = self
+            .fleet
+            .push(&to_push, self.phases, self.progress)
+            .await?;
+        let changed: Vec<_> = results
+            .iter()
+            .filter(|(_, report)| *report != Default::default())
+            .collect();
+        if changed.is_empty() {
+            self.printer
+                .output("files: nothing to do: every host already holds its files.");
+        } else {
+            let written: usize = changed.iter().map(|(_, report)| report.written).sum();
+            self.printer.output(&format!(
+                "files: {written} file(s) written on {} of {} host(s).",
+                changed.len(),
+                results.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The service changes `phase` owes on every host, read from the hosts.
+    async fn service_plans(
+        &self,
+        desired: &[HostFiles],
+        phase: Phase,
+    ) -> anyhow::Result<Vec<HostPlan>> {
+        self.fleet
+            .survey(desired, &[phase], false, self.progress)
+            .await
+    }
+
+    async fn etcd(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
+        let plans = self.service_plans(desired, Phase::Etcd).await?;
+        let masters: Vec<(&Host, &Node)> = self
+            .fleet
+            .hosts
+            .iter()
+            .filter_map(|host| self.master(host).map(|node| (host, node)))
+            .collect();
+        let owed: Vec<(&Host, &Node, Vec<ServiceChange>)> = masters
+            .iter()
+            .map(|(host, node)| (*host, *node, changes_for(&plans, &host.name)))
+            .filter(|(_, _, changes)| !changes.is_empty())
+            .collect();
+        if owed.is_empty() {
+            self.printer
+                .info("etcd: every member runs with its current inputs");
+            return Ok(());
+        }
+        let with_data = members_with_data(&masters).await?;
+        if with_data.is_empty() {
+            // A new cluster: its members must start together to elect a
+            // leader, and only a member with data may run alone.
+            if owed.len() != masters.len() {
+                anyhow::bail!("etcd: a new cluster needs every master to start, but only {} of {} are to start", owed.len(), masters.len());
+            }
+            self.printer.info(&format!(
+                "etcd: starting a new cluster of {} member(s)",
+                masters.len()
+            ));
+            let started = futures::future::join_all(
+                owed.iter()
+                    .map(|(host, _, changes)| systemd::apply(host, changes)),
+            )
+            .await;
+            for (result, (host, _, _)) in started.into_iter().zip(&owed) {
+                result.with_context(|| format!("{}: etcd: starting etcd", host.name))?;
+            }
+            let (asker, _) = masters[0];
+            health::wait_etcd_healthy(
+                self.cluster,
+                asker,
+                &asker.name,
+                "etcd",
+                Some(masters.len()),
+                ETCD_NEW_CLUSTER_TIMEOUT,
+            )
+            .await?;
+            self.printer
+                .info(&format!("etcd: {} member(s) healthy", masters.len()));
+            return Ok(());
+        }
+
+        // A running cluster: a master with no data that is not a member
+        // needs add-master, never a new cluster beside the old one.
+        let asker = *with_data
+            .first()
+            .context("etcd: no master with etcd data")?;
+        let view = health::etcd_view(self.cluster, asker)
+            .await
+            .with_context(|| format!("{}: etcd: reading the member list", asker.name))?;
+        for (_, node) in &masters {
+            if view.member_named(&node.name).is_none()
+                && !view
+                    .members
+                    .iter()
+                    .any(|member| super::status::member_is(member, node))
+            {
+                return Err(crate::error::bad_input(format!(
+                    "etcd: {} is listed as a master but is not a member of the running etcd cluster; add it with `ocfk8s add-master {}`",
+                    node.name, node.name
+                )));
             }
         }
+        // Stopped members first (starting one only adds to quorum), then
+        // restarts, the leader last.
+        let leader = view.leader();
+        let mut order: Vec<&(&Host, &Node, Vec<ServiceChange>)> = owed.iter().collect();
+        order.sort_by_key(|(_, node, changes)| {
+            let starting = changes
+                .iter()
+                .all(|change| change.action == ServiceAction::Start);
+            let leads = view
+                .member_named(&node.name)
+                .is_some_and(|member| Some(member.id) == leader);
+            (!starting, leads)
+        });
+        for (host, node, changes) in order {
+            self.etcd_member(host, node, changes, &masters).await?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Apply `changes` to one member of a running cluster, gated on the
+    /// cluster being healthy before (for restarts) and after.
+    async fn etcd_member(
+        &self,
+        host: &Host,
+        node: &Node,
+        changes: &[ServiceChange],
+        masters: &[(&Host, &Node)],
+    ) -> anyhow::Result<()> {
+        let asker = masters
+            .iter()
+            .map(|(host, _)| *host)
+            .find(|other| other.name != host.name)
+            .unwrap_or(host);
+        let restart = changes
+            .iter()
+            .any(|change| change.action != ServiceAction::Start);
+        if restart {
+            health::wait_etcd_healthy(
+                self.cluster,
+                asker,
+                &node.name,
+                "etcd",
+                None,
+                ETCD_MEMBER_TIMEOUT,
+            )
+            .await?;
+            self.move_leadership_off(asker, node).await?;
+        }
+        self.progress.start(&host.name, "etcd");
+        systemd::apply(host, changes)
+            .await
+            .with_context(|| format!("{}: etcd: {}", host.name, describe(changes)))?;
+        health::wait_etcd_healthy(
+            self.cluster,
+            asker,
+            &node.name,
+            "etcd",
+            None,
+            ETCD_MEMBER_TIMEOUT,
+        )
+        .await?;
+        self.progress
+            .finish(&host.name, "etcd", &describe(changes), true);
+        Ok(())
+    }
+
+    /// If `node` leads, hand leadership to the follower closest to the
+    /// leader's raft index, and wait until it has moved.
+    async fn move_leadership_off(&self, asker: &Host, node: &Node) -> anyhow::Result<()> {
+        let view = health::etcd_view(self.cluster, asker).await?;
+        let Some(member) = view.member_named(&node.name) else {
+            return Ok(());
+        };
+        if view.leader() != Some(member.id) {
+            return Ok(());
+        }
+        let target = view
+            .statuses
+            .iter()
+            .filter(|status| status.member_id != member.id && !status.is_learner)
+            .max_by_key(|status| status.raft_index)
+            .and_then(|status| view.members.iter().find(|m| m.id == status.member_id))
+            .with_context(|| format!("{}: etcd: no follower to take over leadership", node.name))?;
+        let Some(leader_endpoint) = member.client_urls.first() else {
+            anyhow::bail!("{}: etcd: the leader advertises no client URL", node.name);
+        };
+        let etcdctl = Etcdctl {
+            host: asker,
+            bin_dir: &self.cluster.install.bin_dir,
+        };
+        etcdctl
+            .move_leader(leader_endpoint, target)
+            .await
+            .with_context(|| {
+                format!("{}: etcd: moving leadership to {}", node.name, target.name)
+            })?;
+        let target_id = target.id;
+        health::wait(
+            &node.name,
+            "etcd",
+            "leadership move",
+            ETCD_MEMBER_TIMEOUT,
+            || async {
+                let view = health::etcd_view(self.cluster, asker).await?;
+                Ok((view.leader() != Some(target_id))
+                    .then(|| "leadership has not moved yet".to_string()))
+            },
+        )
+        .await?;
+        self.printer.info(&format!(
+            "etcd: moved leadership from {} to {}",
+            node.name, target.name
+        ));
+        Ok(())
+    }
+
+    async fn control_plane(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
+        let plans = self.service_plans(desired, Phase::ControlPlane).await?;
+        for host in &self.fleet.hosts {
+            let Some(node) = self.master(host) else {
+                continue;
+            };
+            let manifests = only_manifests(self.desired_of(desired, host)?);
+            let scope = self.fleet.scope(host, self.phases);
+            let plan = fleet::survey_host(host, &manifests, scope).await?;
+            let changes = changes_for(&plans, &host.name);
+            self.progress.start(&host.name, "control-plane");
+            if !plan.files.is_empty() || !plan.stray_temporaries.is_empty() {
+                let writes: Vec<remote::FileWrite<'_>> = plan
+                    .files
+                    .iter()
+                    .filter_map(|change| {
+                        let file = manifests.file(&change.path)?;
+                        Some(remote::FileWrite {
+                            path: &file.path,
+                            contents: &file.contents,
+                            mode: file.mode,
+                            contents_differ: change.action != crate::plan::FileAction::Mode,
+                        })
+                    })
+                    .collect();
+                remote::write_files(host, &writes, &plan.stray_temporaries)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "{}: control-plane: writing the static pod manifests",
+                            host.name
+                        )
+                    })?;
+            }
+            systemd::apply(host, &changes)
+                .await
+                .with_context(|| format!("{}: control-plane: {}", host.name, describe(&changes)))?;
+            health::wait_apiserver_ready(host, node, "control-plane", APISERVER_TIMEOUT).await?;
+            let mut summary = Vec::new();
+            if !plan.files.is_empty() {
+                summary.push(format!("{} manifest(s) written", plan.files.len()));
+            }
+            if !changes.is_empty() {
+                summary.push(describe(&changes));
+            }
+            summary.push("apiserver ready".into());
+            self.progress
+                .finish(&host.name, "control-plane", &summary.join(", "), true);
+        }
+        Ok(())
+    }
+
+    async fn nodes(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
+        let plans = self.service_plans(desired, Phase::Nodes).await?;
+        let plans = &plans;
+        remote::for_each_host(
+            &self.fleet.hosts,
+            |host| host.name.as_str(),
+            self.fleet.concurrency,
+            "nodes",
+            true,
+            self.progress,
+            |host| async move {
+                let changes = changes_for(plans, &host.name);
+                systemd::apply(host, &changes)
+                    .await
+                    .with_context(|| describe(&changes))?;
+                health::wait_kubelet_healthy(host, "nodes", KUBELET_TIMEOUT).await?;
+                health::wait_unit_active(host, "kube-proxy.service", "nodes", UNIT_TIMEOUT).await?;
+                let summary = if changes.is_empty() {
+                    "kubelet healthy".to_string()
+                } else {
+                    format!("{}; kubelet healthy", describe(&changes))
+                };
+                Ok(((), summary))
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn lb(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
+        let Some(ingress) = &self.cluster.ingress else {
+            self.printer.info("lb: no [ingress] in the inventory");
+            return Ok(());
+        };
+        let plans = self.service_plans(desired, Phase::Lb).await?;
+        let plans = &plans;
+        let masters: Vec<&Host> = self
+            .fleet
+            .hosts
+            .iter()
+            .filter(|host| self.master(host).is_some())
+            .collect();
+        remote::for_each_host(
+            &masters,
+            |host| host.name.as_str(),
+            self.fleet.concurrency,
+            "lb",
+            true,
+            self.progress,
+            |host| async move {
+                let changes = changes_for(plans, &host.name);
+                systemd::apply(host, &changes)
+                    .await
+                    .with_context(|| describe(&changes))?;
+                for unit in ["keepalived.service", "nginx.service"] {
+                    health::wait_unit_active(host, unit, "lb", UNIT_TIMEOUT).await?;
+                }
+                let summary = if changes.is_empty() {
+                    "keepalived and nginx running".to_string()
+                } else {
+                    describe(&changes)
+                };
+                Ok(((), summary))
+            },
+        )
+        .await?;
+        let vip = ingress.vip;
+        let script = super::status::host_script(&[], Some(vip), None);
+        let script = &script;
+        let holder = health::wait_value("masters", "lb", "VIP", VIP_TIMEOUT, || async {
+            let mut holders = Vec::new();
+            for host in &masters {
+                let output = host.exec(script).await?;
+                let text = String::from_utf8_lossy(&output.stdout);
+                if super::status::parse_host_output(&text).1 == Some(true) {
+                    holders.push(host.name.clone());
+                }
+            }
+            Ok(match holders.len() {
+                1 => Ok(holders.remove(0)),
+                0 => Err(format!("no master holds {vip}")),
+                _ => Err(format!("{vip} is held by {}", holders.join(", "))),
+            })
+        })
+        .await?;
+        self.printer
+            .info(&format!("lb: {holder} holds the VIP {vip}"));
+        Ok(())
+    }
+}
+
+fn desired_ref(desired: &Option<Vec<HostFiles>>) -> anyhow::Result<&[HostFiles]> {
+    desired
+        .as_deref()
+        .context("the pki phase must run before the others")
+}
+
+/// `host`'s files without its static pod manifests.
+fn without_manifests(host: &HostFiles) -> HostFiles {
+    HostFiles {
+        node: host.node.clone(),
+        files: host
+            .files
+            .iter()
+            .filter(|file| !file.path.starts_with(MANIFESTS))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Only `host`'s static pod manifests.
+fn only_manifests(host: &HostFiles) -> HostFiles {
+    HostFiles {
+        node: host.node.clone(),
+        files: host
+            .files
+            .iter()
+            .filter(|file| file.path.starts_with(MANIFESTS))
+            .cloned()
+            .collect(),
+    }
+}
+
+fn changes_for(plans: &[HostPlan], host: &str) -> Vec<ServiceChange> {
+    plans
+        .iter()
+        .find(|plan| plan.node == host)
+        .map(|plan| plan.services.clone())
+        .unwrap_or_default()
+}
+
+fn describe(changes: &[ServiceChange]) -> String {
+    changes
+        .iter()
+        .map(|change| format!("{} {}", change.action.verb(), change.unit))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The masters whose etcd data folder exists.
+async fn members_with_data<'a>(masters: &[(&'a Host, &Node)]) -> anyhow::Result<Vec<&'a Host>> {
+    let probes = futures::future::join_all(masters.iter().map(|(host, _)| async move {
+        let output = host
+            .exec("[ -d /var/lib/etcd/member ] && echo data || echo empty")
+            .await
+            .with_context(|| format!("{}: etcd: looking for etcd data", host.name))?;
+        Ok::<_, anyhow::Error>(String::from_utf8_lossy(&output.stdout).trim() == "data")
+    }))
+    .await;
+    let mut with_data = Vec::new();
+    for ((host, _), probe) in masters.iter().zip(probes) {
+        if probe? {
+            with_data.push(*host);
+        }
+    }
+    Ok(with_data)
 }
 
 /// Create what is missing in the PKI store; never replace what exists.
@@ -118,12 +643,4 @@ fn pki_phase(cluster: &Cluster, printer: &Printer) -> anyhow::Result<()> {
         ));
     }
     Ok(())
-}
-
-fn implemented(phase: Phase, cluster: &Cluster) -> bool {
-    match phase {
-        Phase::Preflight | Phase::Pki | Phase::Files => true,
-        Phase::Install => cluster.install.method == InstallMethod::None,
-        Phase::Etcd | Phase::ControlPlane | Phase::Nodes | Phase::Lb | Phase::Addons => false,
-    }
 }

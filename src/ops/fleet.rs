@@ -6,11 +6,14 @@
 //! itself; each step still reports per host and fails naming every host
 //! that failed.
 
+use std::collections::BTreeSet;
+
 use anyhow::Context;
 
 use crate::cli::GlobalArgs;
 use crate::inventory::{Cluster, Node};
-use crate::plan::{self, HostPlan};
+use crate::phase::Phase;
+use crate::plan::{self, HostPlan, ServiceScope};
 use crate::printer::HostProgress;
 use crate::remote::{self, Connector, FileWrite, Host, WriteReport};
 use crate::render::HostFiles;
@@ -19,6 +22,8 @@ pub(crate) struct Fleet {
     connector: Connector,
     /// Connected hosts, in inventory order.
     pub(crate) hosts: Vec<Host>,
+    /// Names of the connected hosts that are masters.
+    masters: BTreeSet<String>,
     pub(crate) concurrency: usize,
 }
 
@@ -61,6 +66,11 @@ impl Fleet {
         Ok(Fleet {
             connector,
             hosts,
+            masters: nodes
+                .iter()
+                .filter(|node| node.is_master())
+                .map(|node| node.name.clone())
+                .collect(),
             concurrency,
         })
     }
@@ -84,11 +94,13 @@ impl Fleet {
     }
 
     /// Read every host's state and compare it with `desired` (which holds
-    /// one entry per host, in the same order); with `diffs`, fetch the old
-    /// contents of changed non-secret files for unified diffs.
+    /// one entry per host, in the same order) and the services of `phases`;
+    /// with `diffs`, fetch the old contents of changed non-secret files for
+    /// unified diffs.
     pub(crate) async fn survey(
         &self,
         desired: &[HostFiles],
+        phases: &[Phase],
         diffs: bool,
         progress: &HostProgress,
     ) -> anyhow::Result<Vec<HostPlan>> {
@@ -101,7 +113,7 @@ impl Fleet {
             false,
             progress,
             |(host, desired)| async move {
-                let mut plan = survey_host(host, desired).await?;
+                let mut plan = survey_host(host, desired, self.scope(host, phases)).await?;
                 let to_diff = plan.paths_to_diff();
                 if diffs && !to_diff.is_empty() {
                     let old = remote::read_files(host, &to_diff).await?;
@@ -120,6 +132,7 @@ impl Fleet {
     pub(crate) async fn push(
         &self,
         desired: &[HostFiles],
+        phases: &[Phase],
         progress: &HostProgress,
     ) -> anyhow::Result<Vec<(HostPlan, WriteReport)>> {
         let pairs = self.pairs(desired)?;
@@ -131,7 +144,7 @@ impl Fleet {
             true,
             progress,
             |(host, desired)| async move {
-                let plan = survey_host(host, desired).await?;
+                let plan = survey_host(host, desired, self.scope(host, phases)).await?;
                 let writes: Vec<FileWrite<'_>> = plan
                     .files
                     .iter()
@@ -173,6 +186,14 @@ impl Fleet {
         Ok(results)
     }
 
+    /// The services of `phases` on `host`.
+    pub(crate) fn scope<'a>(&self, host: &Host, phases: &'a [Phase]) -> ServiceScope<'a> {
+        ServiceScope {
+            phases,
+            master: self.masters.contains(&host.name),
+        }
+    }
+
     /// Close every master connection and remove the control folder.
     pub(crate) async fn close(self) {
         futures::future::join_all(self.hosts.into_iter().map(Host::close)).await;
@@ -212,7 +233,11 @@ async fn preflight(host: &Host) -> anyhow::Result<String> {
     Ok(output.stdout.trim().to_string())
 }
 
-async fn survey_host(host: &Host, desired: &HostFiles) -> anyhow::Result<HostPlan> {
+pub(crate) async fn survey_host(
+    host: &Host,
+    desired: &HostFiles,
+    scope: ServiceScope<'_>,
+) -> anyhow::Result<HostPlan> {
     let paths: Vec<&str> = desired
         .files
         .iter()
@@ -220,7 +245,7 @@ async fn survey_host(host: &Host, desired: &HostFiles) -> anyhow::Result<HostPla
         .collect();
     let units = plan::managed_units(desired);
     let state = remote::read_state(host, &paths, &units).await?;
-    Ok(plan::plan_host(desired, &state))
+    Ok(plan::plan_host(desired, &state, scope))
 }
 
 fn summary_of(plan: &HostPlan) -> String {

@@ -4,5 +4,5 @@
 pub(crate) mod bootstrap;
 pub(crate) mod desired;
 pub(crate) mod fleet;
-pub(crate) mod phase;
+pub(crate) mod health;
 pub(crate) mod status;

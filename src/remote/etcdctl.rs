@@ -278,6 +278,22 @@ impl Etcdctl<'_> {
     }
 }
 
+impl Etcdctl<'_> {
+    /// Move leadership to `target`, asked of the current leader's endpoint.
+    pub(crate) async fn move_leader(
+        &self,
+        leader_endpoint: &str,
+        target: &Member,
+    ) -> anyhow::Result<()> {
+        self.run_ok(
+            &[leader_endpoint.to_string()],
+            &["move-leader", &target.hex_id()],
+        )
+        .await
+        .map(drop)
+    }
+}
+
 fn first_line(text: &str) -> &str {
     text.lines()
         .find(|line| !line.trim().is_empty())

@@ -13,6 +13,7 @@ mod fanout;
 mod session;
 pub(crate) mod shell;
 mod state;
+pub(crate) mod systemd;
 mod write;
 
 pub(crate) use certs::{read_certificates, HostCertificate};

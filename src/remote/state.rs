@@ -28,6 +28,9 @@ pub(crate) struct HostState {
     pub(crate) temporaries: Vec<String>,
     /// `systemctl is-active` of every managed unit.
     pub(crate) services: BTreeMap<String, String>,
+    /// The inputs each unit was last (re)started with, as recorded in
+    /// [`crate::units::STAMP_DIR`]; absent when never recorded.
+    pub(crate) stamps: BTreeMap<String, String>,
 }
 
 /// The script that prints a host's state; see [`parse_state`].
@@ -63,7 +66,11 @@ pub(crate) fn state_script(paths: &[&str], units: &[&str]) -> anyhow::Result<Str
             script,
             "if command -v systemctl >/dev/null 2>&1; then\n  \
              {{ systemctl is-active {quoted} 2>/dev/null || true; }} | {{\n    \
-             for u in {quoted}; do read -r s || s=unknown; printf 'service %s %s\\n' \"$u\" \"$s\"; done\n  }}\nfi\n"
+             for u in {quoted}; do read -r s || s=unknown; printf 'service %s %s\\n' \"$u\" \"$s\"; done\n  }}\nfi\n\
+             for u in {quoted}; do\n  \
+               if [ -f {stamps}/\"$u\" ]; then printf 'stamp %s %s\\n' \"$u\" \"$(head -c 64 {stamps}/\"$u\")\"; fi\n\
+             done\n",
+            stamps = crate::units::STAMP_DIR
         );
     }
     script.push_str("echo end\n");
@@ -101,6 +108,11 @@ pub(crate) fn parse_state(paths: &[&str], output: &str) -> anyhow::Result<HostSt
             let (unit, active) = rest.split_once(' ').unwrap_or((rest, ""));
             let active = if active.is_empty() { "unknown" } else { active };
             state.services.insert(unit.to_string(), active.to_string());
+        } else if let Some(rest) = line.strip_prefix("stamp ") {
+            let (unit, inputs) = rest.split_once(' ').unwrap_or((rest, ""));
+            state
+                .stamps
+                .insert(unit.to_string(), inputs.trim().to_string());
         } else if !line.trim().is_empty() {
             bail!("unexpected line in the host's state: {line:?}");
         }
