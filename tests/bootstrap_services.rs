@@ -1,0 +1,389 @@
+//! `bootstrap` runs the cluster's services on sandbox hosts with real etcd,
+//! keepalived and nginx: a new etcd cluster that demands certificates from
+//! its CA, exactly one master holding the VIP with HTTPS through it reaching
+//! a worker's NodePort, nothing restarted by a second run, a stopped
+//! keepalived started again, and a changed etcd input rolled out one member
+//! at a time while a reader doing linearizable gets sees no failure.
+//!
+//! The control-plane, nodes and addons phases need the Kubernetes binaries
+//! (stand-ins on sandbox hosts) and are covered elsewhere.
+
+mod sandbox;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sandbox::Sandbox;
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{ocfk8s, Run};
+
+const SKIP: &str = "--skip-phases=control-plane,nodes,addons";
+const SUBNET: u8 = 204;
+
+/// A stand-in ingress on a worker's NodePort: answers with the Host and
+/// X-Forwarded-Proto headers it received.
+const ECHO: &str = r#"
+import http.server as h
+class E(h.BaseHTTPRequestHandler):
+    def do_GET(s):
+        b = ("host=%s xfp=%s" % (s.headers["Host"], s.headers["X-Forwarded-Proto"])).encode()
+        s.send_response(200)
+        s.end_headers()
+        s.wfile.write(b)
+h.HTTPServer(("0.0.0.0", 31234), E).serve_forever()
+"#;
+
+struct Cluster {
+    sandbox: Sandbox,
+    inventory: PathBuf,
+}
+
+impl Cluster {
+    fn run(&self, args: &[&str]) -> Run {
+        let run: Run = ocfk8s()
+            .current_dir(self.sandbox.dir.path())
+            .arg("-i")
+            .arg(&self.inventory)
+            .arg("--no-progress")
+            .args(args)
+            .output()
+            .expect("run ocfk8s")
+            .into();
+        assert!(
+            !run.stdout.contains("PRIVATE KEY") && !run.stderr.contains("PRIVATE KEY"),
+            "key material in the output of {args:?}"
+        );
+        run
+    }
+
+    fn pki(&self, file: &str) -> PathBuf {
+        self.sandbox.dir.path().join("pki").join(file)
+    }
+
+    fn address(&self, name: &str) -> String {
+        self.sandbox.host(name).address.clone()
+    }
+
+    fn endpoints(&self) -> String {
+        ["m1", "m2", "m3"]
+            .iter()
+            .map(|name| format!("https://{}:2379", self.address(name)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// etcdctl from this machine with the apiserver's etcd client identity.
+    fn etcdctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoints()))
+            .arg(format!("--cacert={}", self.pki("etcd/ca.crt").display()))
+            .arg(format!(
+                "--cert={}",
+                self.pki("apiserver-etcd-client.crt").display()
+            ))
+            .arg(format!(
+                "--key={}",
+                self.pki("apiserver-etcd-client.key").display()
+            ))
+            .args(args)
+            .output()
+            .expect("etcdctl")
+    }
+
+    /// The main pids of a unit on every master, from the systemctl
+    /// stand-in's records (each host has its own /run).
+    fn pids(&self, unit: &str) -> Vec<String> {
+        ["m1", "m2", "m3"]
+            .iter()
+            .map(|name| {
+                stdout(&self.sandbox.ssh(
+                    name,
+                    &format!(
+                        "f=$(cat /run/systemctl/{unit}.pidfile 2>/dev/null || echo /run/systemctl/{unit}.pid); cat \"$f\""
+                    ),
+                ))
+                .trim()
+                .to_string()
+            })
+            .collect()
+    }
+
+    /// The masters holding the VIP.
+    fn vip_holders(&self) -> Vec<String> {
+        let vip = format!("10.213.{SUBNET}.100");
+        ["m1", "m2", "m3"]
+            .iter()
+            .filter(|name| {
+                stdout(&self.sandbox.ssh(name, "ip -o -4 addr show dev eth0"))
+                    .contains(&format!(" {vip}/"))
+            })
+            .map(|name| name.to_string())
+            .collect()
+    }
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A reader doing a linearizable get every 200 ms with a 2 s timeout, until
+/// stopped: (reads, failures, slowest read).
+fn reader(
+    cluster: &Cluster,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u32, Vec<String>, Duration)> {
+    let endpoints = cluster.endpoints();
+    let ca = cluster.pki("etcd/ca.crt");
+    let cert = cluster.pki("apiserver-etcd-client.crt");
+    let key = cluster.pki("apiserver-etcd-client.key");
+    std::thread::spawn(move || {
+        let (mut reads, mut failures, mut slowest) = (0, Vec::new(), Duration::ZERO);
+        while !stop.load(Ordering::SeqCst) {
+            let started = Instant::now();
+            let output = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={endpoints}"))
+                .arg(format!("--cacert={}", ca.display()))
+                .arg(format!("--cert={}", cert.display()))
+                .arg(format!("--key={}", key.display()))
+                .args([
+                    "--command-timeout=2s",
+                    "get",
+                    "canary",
+                    "--consistency=l",
+                    "--print-value-only",
+                ])
+                .output()
+                .expect("etcdctl");
+            let took = started.elapsed();
+            reads += 1;
+            slowest = slowest.max(took);
+            if !output.status.success()
+                || stdout(&output).trim() != "alive"
+                || took > Duration::from_secs(2)
+            {
+                failures.push(format!(
+                    "after {took:?}: {}{}",
+                    stdout(&output),
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (reads, failures, slowest)
+    })
+}
+
+fn curl_etcd(
+    cluster: &Cluster,
+    port: u16,
+    identity: Option<(&Path, &Path)>,
+) -> std::process::Output {
+    let mut command = Command::new("curl");
+    command
+        .args(["-s", "--max-time", "3", "--cacert"])
+        .arg(cluster.pki("etcd/ca.crt"));
+    if let Some((cert, key)) = identity {
+        command.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    command
+        .arg(format!("https://{}:{port}/health", cluster.address("m2")))
+        .output()
+        .expect("curl")
+}
+
+#[test]
+fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads() {
+    let sandbox = Sandbox::up(SUBNET, 3, 1);
+    let inventory = sandbox.inventory(
+        "inventory.toml",
+        "",
+        "",
+        &format!(
+            "\n[ingress]\nvip = \"10.213.{SUBNET}.100\"\ninterface = \"eth0\"\nvirtual_router_id = 61\n\
+             node_port = 31234\nserver_names = [\"*.sandbox.test\"]\n"
+        ),
+    );
+    let cluster = Cluster { sandbox, inventory };
+    let run = cluster.run(&["--accept-new-host-keys", "pki", "generate"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+
+    let first = cluster.run(&["bootstrap", SKIP]);
+    assert_eq!(first.status, 0, "{}\n{}", first.stdout, first.stderr);
+    assert!(
+        first
+            .stderr
+            .contains("etcd: starting a new cluster of 3 member(s)"),
+        "{}",
+        first.stderr
+    );
+
+    // etcd: three members, clients and peers refused without a certificate
+    // from its CA.
+    let members = cluster.etcdctl(&["member", "list"]);
+    assert!(members.status.success(), "{members:?}");
+    assert_eq!(stdout(&members).lines().count(), 3, "{}", stdout(&members));
+    let put = cluster.etcdctl(&["put", "canary", "alive"]);
+    assert!(put.status.success(), "{put:?}");
+    let client = (
+        cluster.pki("apiserver-etcd-client.crt"),
+        cluster.pki("apiserver-etcd-client.key"),
+    );
+    let with_cert = curl_etcd(&cluster, 2379, Some((&client.0, &client.1)));
+    assert!(
+        stdout(&with_cert).contains("\"health\":\"true\""),
+        "{with_cert:?}"
+    );
+    assert!(
+        !curl_etcd(&cluster, 2379, None).status.success(),
+        "etcd served a client without a certificate"
+    );
+    assert!(
+        !curl_etcd(&cluster, 2380, None).status.success(),
+        "etcd served a peer without a certificate"
+    );
+    // A certificate from another CA (the cluster's Kubernetes CA) is refused.
+    let foreign = (
+        cluster.pki("nodes/m1/apiserver-kubelet-client.crt"),
+        cluster.pki("nodes/m1/apiserver-kubelet-client.key"),
+    );
+    let refused = curl_etcd(&cluster, 2379, Some((&foreign.0, &foreign.1)));
+    assert!(
+        !stdout(&refused).contains("\"health\":\"true\""),
+        "{refused:?}"
+    );
+
+    // The VIP on exactly one master; HTTPS through it, verified against the
+    // ingress CA, reaches a worker's NodePort with the original Host.
+    assert_eq!(cluster.vip_holders().len(), 1);
+    cluster.sandbox.ssh(
+        "w1",
+        &format!("setsid python3 -c '{ECHO}' > /dev/null 2>&1 < /dev/null &"),
+    );
+    let vip = format!("10.213.{SUBNET}.100");
+    let mut answer = String::new();
+    wait_until("HTTPS through the VIP", Duration::from_secs(20), || {
+        let output = Command::new("curl")
+            .args(["-s", "--max-time", "3", "--cacert"])
+            .arg(cluster.pki("ingress-ca.crt"))
+            .args([
+                "--resolve",
+                &format!("app.sandbox.test:443:{vip}"),
+                "https://app.sandbox.test/",
+            ])
+            .output()
+            .expect("curl");
+        answer = stdout(&output);
+        answer.contains("host=app.sandbox.test")
+    });
+    assert!(answer.contains("xfp=https"), "{answer}");
+
+    // A second run changes nothing and restarts nothing.
+    let pids = (
+        cluster.pids("etcd.service"),
+        cluster.pids("nginx.service"),
+        cluster.pids("keepalived.service"),
+    );
+    let second = cluster.run(&["bootstrap", SKIP]);
+    assert_eq!(second.status, 0, "{}", second.stderr);
+    assert!(second.stdout.contains("nothing to do"), "{}", second.stdout);
+    assert!(
+        second
+            .stderr
+            .contains("etcd: every member runs with its current inputs"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(
+        (
+            cluster.pids("etcd.service"),
+            cluster.pids("nginx.service"),
+            cluster.pids("keepalived.service")
+        ),
+        pids,
+        "a run with nothing changed restarted a service"
+    );
+
+    // Stopping keepalived on the holder moves the VIP; a re-run starts it.
+    let holder = cluster.vip_holders().remove(0);
+    cluster.sandbox.ssh(&holder, "systemctl stop keepalived");
+    wait_until("the VIP moving", Duration::from_secs(20), || {
+        let holders = cluster.vip_holders();
+        holders.len() == 1 && holders[0] != holder
+    });
+    let repair = cluster.run(&["bootstrap", SKIP]);
+    assert_eq!(repair.status, 0, "{}", repair.stderr);
+    assert!(
+        repair
+            .stderr
+            .contains(&format!("{holder}  lb: start keepalived.service")),
+        "{}",
+        repair.stderr
+    );
+    assert_eq!(
+        stdout(
+            &cluster
+                .sandbox
+                .ssh(&holder, "systemctl is-active keepalived || true")
+        )
+        .trim(),
+        "active"
+    );
+    assert_eq!(cluster.vip_holders().len(), 1);
+
+    // New etcd server certificates for every member: restarted one at a
+    // time, the leader last, while a reader sees no failure.
+    for name in ["m1", "m2", "m3"] {
+        for file in ["server.crt", "server.key"] {
+            std::fs::remove_file(cluster.pki(&format!("nodes/{name}/etcd/{file}")))
+                .expect("remove");
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let reading = reader(&cluster, Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(600));
+    let rolled = cluster.run(&["bootstrap", SKIP]);
+    std::thread::sleep(Duration::from_millis(600));
+    stop.store(true, Ordering::SeqCst);
+    let (reads, failures, slowest) = reading.join().expect("reader");
+    assert_eq!(rolled.status, 0, "{}", rolled.stderr);
+    eprintln!(
+        "rolling etcd restart: {reads} linearizable reads, {} failed, slowest {slowest:?}",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "failed reads during the rolling restart: {failures:?}"
+    );
+    assert!(
+        reads >= 5,
+        "the reader ran through the restart ({reads} reads)"
+    );
+    let restarted: Vec<&str> = rolled
+        .stderr
+        .lines()
+        .filter(|line| line.ends_with("etcd: restart etcd.service"))
+        .collect();
+    assert_eq!(restarted.len(), 3, "{}", rolled.stderr);
+    let new_pids = cluster.pids("etcd.service");
+    for (old, new) in pids.0.iter().zip(&new_pids) {
+        assert_ne!(old, new, "every member restarted");
+    }
+    let plan = cluster.run(&["plan", SKIP, "--exit-code"]);
+    assert_eq!(plan.status, 0, "{}", plan.stdout);
+}
