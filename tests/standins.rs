@@ -154,6 +154,24 @@ fn stand_ins_check_the_rendered_certificates_kubeconfigs_and_etcd_for_real() {
         20,
     );
     assert_eq!(stdout(&sandbox.ssh("m1", "cat /run/readyz.body")), "ok");
+    // keepalived's check of the local apiserver (templates/keepalived.conf):
+    // 127.0.0.1 is not among the certificate's SANs, "kubernetes" is.
+    let local = "kubectl --kubeconfig=/etc/kubernetes/admin.conf --server=https://127.0.0.1:6443 \
+                 --request-timeout=3s get --raw=/readyz";
+    assert_eq!(
+        stdout(&sandbox.ssh(
+            "m1",
+            &local.replace("--request", "--tls-server-name=kubernetes --request")
+        )),
+        "ok"
+    );
+    let wrong_name = sandbox.ssh_output("m1", local);
+    assert_eq!(wrong_name.status.code(), Some(1));
+    assert!(
+        stderr(&wrong_name).contains("x509: certificate is not valid for 127.0.0.1"),
+        "{}",
+        stderr(&wrong_name)
+    );
     // No client certificate, or one from another CA (etcd's): refused in
     // the TLS handshake, no HTTP answer at all.
     for client in [
@@ -356,6 +374,58 @@ fn stand_ins_check_the_rendered_certificates_kubeconfigs_and_etcd_for_real() {
         &sandbox,
         "m1",
         "apiserver back with its manifest",
+        "[ \"$(/run/readyz)\" = 200 ]",
+        5,
+    );
+
+    // A changed manifest restarts the pod. An etcd client identity etcd
+    // does not trust (the kubelet-client pair, from the cluster CA): the
+    // apiserver serves but is never ready.
+    sandbox.ssh(
+        "m1",
+        "cp /etc/kubernetes/manifests/kube-apiserver.yaml /run/kube-apiserver.good \
+         && sed -i 's|--etcd-certfile=.*|--etcd-certfile=/etc/kubernetes/pki/apiserver-kubelet-client.crt|; \
+                    s|--etcd-keyfile=.*|--etcd-keyfile=/etc/kubernetes/pki/apiserver-kubelet-client.key|' \
+              /etc/kubernetes/manifests/kube-apiserver.yaml",
+    );
+    wait_until(
+        &sandbox,
+        "m1",
+        "apiserver not ready with an etcd identity from the wrong CA",
+        "[ \"$(/run/readyz)\" = 500 ]",
+        5,
+    );
+    assert!(
+        stdout(&sandbox.ssh("m1", "cat /run/readyz.body")).contains("etcd failed"),
+        "readyz does not name etcd"
+    );
+    // A serving certificate that is not there: the pod crashes, nothing
+    // serves.
+    sandbox.ssh(
+        "m1",
+        "sed -i 's|--tls-cert-file=.*|--tls-cert-file=/etc/kubernetes/pki/apiserver-missing.crt|' \
+           /etc/kubernetes/manifests/kube-apiserver.yaml",
+    );
+    wait_until(
+        &sandbox,
+        "m1",
+        "apiserver crashed on a missing certificate",
+        "grep -q apiserver-missing.crt /run/standins/pods/kube-apiserver.json && [ \"$(/run/readyz)\" = 000 ]",
+        5,
+    );
+    assert!(
+        stdout(&sandbox.ssh("m1", "cat /run/standins/pods/kube-apiserver.json"))
+            .contains("CrashLoopBackOff"),
+        "the pod is not reported crashed"
+    );
+    sandbox.ssh(
+        "m1",
+        "cp /run/kube-apiserver.good /etc/kubernetes/manifests/kube-apiserver.yaml",
+    );
+    wait_until(
+        &sandbox,
+        "m1",
+        "apiserver ready with its rendered manifest again",
         "[ \"$(/run/readyz)\" = 200 ]",
         5,
     );
