@@ -84,8 +84,13 @@ fn sandbox_hosts_are_isolated_and_run_real_units_through_the_systemctl_stand_in(
         health.contains(", m2, "),
         "etcd's name is not the hostname: {health}"
     );
+    // The unit's own process: hosts share this machine's process table,
+    // where other sandboxes' etcd may run too.
     assert_eq!(
-        stdout(sandbox.ssh("m2", "ps -o user= -p $(pgrep -x etcd)")),
+        stdout(sandbox.ssh(
+            "m2",
+            "ps -o user= -p $(systemctl show -p MainPID --value etcd)"
+        )),
         "etcd"
     );
 
