@@ -84,8 +84,13 @@ fn sandbox_hosts_are_isolated_and_run_real_units_through_the_systemctl_stand_in(
         health.contains(", m2, "),
         "etcd's name is not the hostname: {health}"
     );
+    // The unit's own process: hosts share this machine's process table,
+    // where other sandboxes' etcd may run too.
     assert_eq!(
-        stdout(sandbox.ssh("m2", "ps -o user= -p $(pgrep -x etcd)")),
+        stdout(sandbox.ssh(
+            "m2",
+            "ps -o user= -p $(systemctl show -p MainPID --value etcd)"
+        )),
         "etcd"
     );
 
@@ -94,12 +99,47 @@ fn sandbox_hosts_are_isolated_and_run_real_units_through_the_systemctl_stand_in(
         "m1",
         "printf 'GREETING=hello\\n' > /etc/default/greeter && \
          printf '[Service]\\nEnvironmentFile=/etc/default/greeter\\nExecStart=/bin/sh -c \"echo $GREETING from %%n > /run/greeter.out; exec sleep 600\"\\n' \
-           > /etc/systemd/system/greeter.service && systemctl daemon-reload && systemctl enable --now greeter",
+           > /etc/systemd/system/greeter.service && systemctl daemon-reload",
     );
-    sandbox.ssh("m1", "systemctl start greeter");
+    assert_eq!(
+        stdout(sandbox.ssh("m1", "systemctl is-enabled greeter; echo status=$?")),
+        "disabled\nstatus=1"
+    );
+    sandbox.ssh("m1", "systemctl enable --now greeter");
+    assert_eq!(
+        stdout(sandbox.ssh(
+            "m1",
+            "systemctl is-enabled greeter && systemctl is-active greeter"
+        )),
+        "enabled\nactive"
+    );
     assert_eq!(
         stdout(sandbox.ssh("m1", "sleep 0.2; cat /run/greeter.out")),
         "hello from greeter.service"
+    );
+    sandbox.ssh("m1", "systemctl disable --now greeter");
+    assert_eq!(
+        stdout(sandbox.ssh(
+            "m1",
+            "systemctl is-enabled greeter; systemctl is-active greeter; echo status=$?"
+        )),
+        "disabled\ninactive\nstatus=3"
+    );
+
+    // Type=notify runs as a simple service; one whose process dies
+    // unasked is failed, as systemd reports it.
+    sandbox.ssh(
+        "m1",
+        "printf '[Service]\\nType=notify\\nExecStart=/bin/sh -c \"sleep 0.5; exit 3\"\\n' \
+           > /etc/systemd/system/brief.service && systemctl start brief && systemctl is-active brief",
+    );
+    assert_eq!(
+        stdout(sandbox.ssh(
+            "m1",
+            "for i in $(seq 30); do systemctl is-active -q brief || break; sleep 0.1; done; \
+             systemctl is-active brief; echo status=$?"
+        )),
+        "failed\nstatus=3"
     );
 
     // Down removes the bridge and the namespaces.

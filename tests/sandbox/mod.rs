@@ -173,25 +173,47 @@ impl Sandbox {
 
     /// Run a shell command on a host over plain ssh, as root.
     pub fn ssh(&self, name: &str, command: &str) -> Output {
-        let host = self.host(name);
         check(
-            Command::new("ssh")
-                .arg("-F")
-                .arg("/dev/null")
-                .arg("-i")
-                .arg(self.state().join("id_ed25519"))
-                .arg("-o")
-                .arg(format!(
-                    "UserKnownHostsFile={}",
-                    self.known_hosts().display()
-                ))
-                .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
-                .arg(format!("root@{}", host.address))
-                .arg(command)
-                .output()
-                .expect("run ssh"),
+            self.ssh_output(name, command),
             &format!("ssh {name} {command}"),
         )
+    }
+
+    /// Run a shell command on a host over plain ssh, as root, whatever its
+    /// exit status.
+    pub fn ssh_output(&self, name: &str, command: &str) -> Output {
+        let host = self.host(name);
+        Command::new("ssh")
+            .arg("-F")
+            .arg("/dev/null")
+            .arg("-i")
+            .arg(self.state().join("id_ed25519"))
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.known_hosts().display()
+            ))
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+            .arg(format!("root@{}", host.address))
+            .arg(command)
+            .output()
+            .expect("run ssh")
+    }
+
+    /// Put the stand-ins for the Kubernetes binaries (`sandbox/standins`)
+    /// and Debian's real etcd and etcdctl into a host's `/usr/local/bin`
+    /// (an overlay of its own): an inventory with
+    /// `bin_dir = "/usr/local/bin"` then runs them from its units.
+    pub fn install_standins(&self, name: &str) {
+        let standins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sandbox/standins");
+        let standins = standins.display();
+        self.ssh(
+            name,
+            &format!(
+                "install -m 0755 {standins}/kubelet {standins}/kube-proxy {standins}/kubectl \
+                 /usr/bin/etcd /usr/bin/etcdctl /usr/local/bin/"
+            ),
+        );
     }
 
     /// Run `ip` with `args` inside a host's network namespace.
