@@ -1,7 +1,15 @@
 //! The one output channel: requested output goes to stdout, everything about
 //! the run (progress, warnings, notes) to stderr, filtered by verbosity.
+//!
+//! On a terminal, per-host spinners show what each host is doing. While they
+//! are live, every line printed goes through them (`MultiProgress::suspend`),
+//! so a line is never drawn over by a spinner and no spinner is left behind
+//! in the scrollback: a host's finished step becomes a plain line, exactly
+//! as it is printed when output is not a terminal, and the spinners are
+//! cleared when the work ends.
 
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verbosity {
@@ -15,6 +23,8 @@ pub struct Printer {
     pub verbosity: Verbosity,
     /// Progress bars on a terminal; plain lines otherwise.
     pub progress_bars: bool,
+    /// The spinners currently drawn, if any.
+    live: Arc<Mutex<Option<indicatif::MultiProgress>>>,
 }
 
 impl Printer {
@@ -31,17 +41,37 @@ impl Printer {
             progress_bars: !no_progress
                 && verbosity != Verbosity::Quiet
                 && std::io::stderr().is_terminal(),
+            live: Arc::default(),
         }
+    }
+
+    /// Run `print` with the live spinners (if any) hidden, then redraw them.
+    fn around_spinners(&self, print: impl FnOnce()) {
+        let live = self
+            .live
+            .lock()
+            .ok()
+            .and_then(|live| live.as_ref().cloned());
+        match live {
+            Some(multi) => multi.suspend(print),
+            None => print(),
+        }
+    }
+
+    fn line_to_stderr(&self, text: &str) {
+        self.around_spinners(|| eprintln!("{text}"));
     }
 
     /// The command's result (a summary, a table, a kubeconfig): always shown.
     pub fn output(&self, text: &str) {
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(text.as_bytes());
-        if !text.ends_with('\n') {
-            let _ = stdout.write_all(b"\n");
-        }
-        let _ = stdout.flush();
+        self.around_spinners(|| {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(text.as_bytes());
+            if !text.ends_with('\n') {
+                let _ = stdout.write_all(b"\n");
+            }
+            let _ = stdout.flush();
+        });
     }
 
     /// A summary of what a command did (files created, trees written): on
@@ -56,20 +86,20 @@ impl Printer {
     /// Progress and notes about the run, hidden by `--quiet`.
     pub fn info(&self, text: &str) {
         if self.verbosity >= Verbosity::Normal {
-            eprintln!("{text}");
+            self.line_to_stderr(text);
         }
     }
 
     /// Details shown with `--verbose`.
     pub fn detail(&self, text: &str) {
         if self.verbosity >= Verbosity::Verbose {
-            eprintln!("{text}");
+            self.line_to_stderr(text);
         }
     }
 
     /// Warnings are shown even with `--quiet`: they are about the input.
     pub fn warn(&self, text: &str) {
-        eprintln!("warning: {text}");
+        self.line_to_stderr(&format!("warning: {text}"));
     }
 }
 
@@ -103,6 +133,9 @@ impl Printer {
                     (host.to_string(), bar)
                 })
                 .collect();
+            if let Ok(mut live) = self.live.lock() {
+                *live = Some(multi.clone());
+            }
             (multi, bars)
         });
         HostProgress {
@@ -123,33 +156,32 @@ impl HostProgress {
         }
     }
 
-    /// A host finished a step; plain lines show it with `--verbose` only
-    /// unless `report`.
+    /// A host finished a step: shown at normal verbosity when `report`,
+    /// else only with `--verbose` (a spinner shows it while it lasts).
     pub fn finish(&self, host: &str, step: &str, summary: &str, report: bool) {
         let line = if summary.is_empty() {
             format!("{step}: ok")
         } else {
             format!("{step}: {summary}")
         };
-        match self.bar(host) {
-            Some(bar) => bar.set_message(line),
-            None if report => self
-                .printer
-                .info(&format!("{host:width$}  {line}", width = self.width)),
-            None => self
-                .printer
-                .detail(&format!("{host:width$}  {line}", width = self.width)),
+        if let Some(bar) = self.bar(host) {
+            bar.set_message(line.clone());
+        }
+        let line = format!("{host:width$}  {line}", width = self.width);
+        if report {
+            self.printer.info(&line);
+        } else {
+            self.printer.detail(&line);
         }
     }
 
     pub fn fail(&self, host: &str, step: &str, error: &str) {
         let line = format!("{step}: FAILED: {error}");
-        match self.bar(host) {
-            Some(bar) => bar.set_message(line),
-            None => self
-                .printer
-                .info(&format!("{host:width$}  {line}", width = self.width)),
+        if let Some(bar) = self.bar(host) {
+            bar.set_message(line.clone());
         }
+        self.printer
+            .info(&format!("{host:width$}  {line}", width = self.width));
     }
 
     fn bar(&self, host: &str) -> Option<&indicatif::ProgressBar> {
@@ -158,10 +190,16 @@ impl HostProgress {
 }
 
 impl Drop for HostProgress {
+    /// Clear the spinners: what they showed that matters was printed as
+    /// lines.
     fn drop(&mut self) {
-        if let Some((_, bars)) = &self.bars {
+        if let Some((multi, bars)) = &self.bars {
             for bar in bars.values() {
-                bar.finish();
+                bar.finish_and_clear();
+            }
+            let _ = multi.clear();
+            if let Ok(mut live) = self.printer.live.lock() {
+                *live = None;
             }
         }
     }

@@ -129,6 +129,51 @@ impl Cluster {
     }
 }
 
+/// Run ocfk8s in a tmux pane, as a person at a terminal would, and return
+/// the screen once it has exited.
+fn at_terminal(cluster: &Cluster, args: &[&str]) -> String {
+    let session = format!("ocfk8s-test-{}", std::process::id());
+    let command = format!(
+        "cd {} && {} -i {} {}; echo EXIT=$?; sleep 600",
+        cluster.sandbox.dir.path().display(),
+        assert_cmd::cargo::cargo_bin("ocfk8s").display(),
+        cluster.inventory.display(),
+        args.join(" ")
+    );
+    let status = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "160",
+            "-y",
+            "60",
+            &command,
+        ])
+        .status()
+        .expect("tmux");
+    assert!(status.success());
+    let capture = || {
+        stdout(
+            &Command::new("tmux")
+                .args(["capture-pane", "-p", "-t", &session])
+                .output()
+                .expect("tmux capture-pane"),
+        )
+    };
+    let mut screen = String::new();
+    wait_until("the run at the terminal", Duration::from_secs(120), || {
+        screen = capture();
+        screen.contains("EXIT=")
+    });
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
+    screen
+}
+
 fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -317,6 +362,29 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
         ),
         pids,
         "a run with nothing changed restarted a service"
+    );
+
+    // At a terminal (tmux), the run shows every phase and host as lines,
+    // with no spinner left behind.
+    let screen = at_terminal(&cluster, &["bootstrap", SKIP]);
+    for expected in [
+        "pki: the store ",
+        "files: nothing to do: every host already holds its files.",
+        "etcd: every member runs with its current inputs",
+        "m2  lb: keepalived and nginx running",
+        "holds the VIP",
+        "EXIT=0",
+    ] {
+        assert!(
+            screen.contains(expected),
+            "{expected:?} missing from the screen:\n{screen}"
+        );
+    }
+    assert!(
+        !screen
+            .chars()
+            .any(|c| ('\u{2800}'..='\u{28ff}').contains(&c)),
+        "a spinner was left on the screen:\n{screen}"
     );
 
     // Stopping keepalived on the holder moves the VIP; a re-run starts it.
