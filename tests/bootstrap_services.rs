@@ -5,8 +5,9 @@
 //! keepalived started again, and a changed etcd input rolled out one member
 //! at a time while a reader doing linearizable gets sees no failure.
 //!
-//! The control-plane, nodes and addons phases need the Kubernetes binaries
-//! (stand-ins on sandbox hosts) and are covered elsewhere.
+//! kube-apiserver, kubelet and kube-proxy are the sandbox's stand-ins
+//! (`sandbox/standins`), installed into `bin_dir` by the test: they use the
+//! rendered manifests, certificates and kubeconfigs as the real ones would.
 
 mod sandbox;
 
@@ -23,7 +24,7 @@ mod common;
 
 use common::{ocfk8s, Run};
 
-const SKIP: &str = "--skip-phases=control-plane,nodes,addons";
+const SKIP: &str = "--skip-phases=addons";
 const SUBNET: u8 = 204;
 
 /// A stand-in ingress on a worker's NodePort: answers with the Host and
@@ -264,6 +265,18 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
              node_port = 31234\nserver_names = [\"*.sandbox.test\"]\n"
         ),
     );
+    let text = std::fs::read_to_string(&inventory).expect("inventory");
+    std::fs::write(
+        &inventory,
+        text.replace(
+            "method = \"none\"\n",
+            "method = \"none\"\nbin_dir = \"/usr/local/bin\"\n",
+        ),
+    )
+    .expect("inventory");
+    for name in ["m1", "m2", "m3", "w1"] {
+        sandbox.install_standins(name);
+    }
     let cluster = Cluster { sandbox, inventory };
     let run = cluster.run(&["--accept-new-host-keys", "pki", "generate"]);
     assert_eq!(run.status, 0, "{}", run.stderr);
