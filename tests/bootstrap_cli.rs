@@ -1,28 +1,9 @@
 //! `bootstrap` refuses what it cannot do before touching anything: bad or
-//! unskippable phases (exit 2) and phases not built yet (exit 1).
+//! unskippable phases (exit 2) and install methods not built yet (exit 1).
 
 mod common;
 
 use common::{inventory, run_in, BASE};
-
-#[test]
-fn phases_that_cannot_run_yet_are_refused_before_anything_happens() {
-    let (dir, path) = inventory(&BASE.replace("method = \"apt\"", "method = \"none\""));
-    let path = path.to_str().expect("utf-8");
-
-    let run = run_in(dir.path(), &["-i", path, "bootstrap"]);
-    assert_eq!(run.status, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "the addons phase cannot run yet (not implemented); skip it with --skip-phases addons"
-        ),
-        "{}",
-        run.stderr
-    );
-
-    // Nothing was created: no PKI store, no lock.
-    assert_eq!(common::tree(dir.path()), ["inventory.toml"]);
-}
 
 #[test]
 fn install_by_apt_is_not_built_yet_and_says_so() {
@@ -43,6 +24,8 @@ fn install_by_apt_is_not_built_yet_and_says_so() {
         "{}",
         run.stderr
     );
+    // Refused before anything happened: no PKI store, no lock.
+    assert_eq!(common::tree(dir.path()), ["inventory.toml"]);
 }
 
 #[test]

@@ -24,7 +24,6 @@ mod common;
 
 use common::{ocfk8s, Run};
 
-const SKIP: &str = "--skip-phases=addons";
 const SUBNET: u8 = 204;
 
 /// A stand-in ingress on a worker's NodePort: answers with the Host and
@@ -281,7 +280,7 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
     let run = cluster.run(&["--accept-new-host-keys", "pki", "generate"]);
     assert_eq!(run.status, 0, "{}", run.stderr);
 
-    let first = cluster.run(&["bootstrap", SKIP]);
+    let first = cluster.run(&["bootstrap"]);
     assert_eq!(first.status, 0, "{}\n{}", first.stdout, first.stderr);
     assert!(
         first
@@ -357,7 +356,7 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
         cluster.pids("nginx.service"),
         cluster.pids("keepalived.service"),
     );
-    let second = cluster.run(&["bootstrap", SKIP]);
+    let second = cluster.run(&["bootstrap"]);
     assert_eq!(second.status, 0, "{}", second.stderr);
     assert!(second.stdout.contains("nothing to do"), "{}", second.stdout);
     assert!(
@@ -379,7 +378,7 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
 
     // At a terminal (tmux), the run shows every phase and host as lines,
     // with no spinner left behind.
-    let screen = at_terminal(&cluster, &["bootstrap", SKIP]);
+    let screen = at_terminal(&cluster, &["bootstrap"]);
     for expected in [
         "pki: the store ",
         "files: nothing to do: every host already holds its files.",
@@ -407,7 +406,7 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
         let holders = cluster.vip_holders();
         holders.len() == 1 && holders[0] != holder
     });
-    let repair = cluster.run(&["bootstrap", SKIP]);
+    let repair = cluster.run(&["bootstrap"]);
     assert_eq!(repair.status, 0, "{}", repair.stderr);
     assert!(
         repair
@@ -438,7 +437,7 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
     let stop = Arc::new(AtomicBool::new(false));
     let reading = reader(&cluster, Arc::clone(&stop));
     std::thread::sleep(Duration::from_millis(600));
-    let rolled = cluster.run(&["bootstrap", SKIP]);
+    let rolled = cluster.run(&["bootstrap"]);
     std::thread::sleep(Duration::from_millis(600));
     stop.store(true, Ordering::SeqCst);
     let (reads, failures, slowest) = reading.join().expect("reader");
@@ -465,6 +464,6 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
     for (old, new) in pids.0.iter().zip(&new_pids) {
         assert_ne!(old, new, "every member restarted");
     }
-    let plan = cluster.run(&["plan", SKIP, "--exit-code"]);
+    let plan = cluster.run(&["plan", "--exit-code"]);
     assert_eq!(plan.status, 0, "{}", plan.stdout);
 }

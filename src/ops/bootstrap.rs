@@ -35,6 +35,7 @@ use crate::remote::etcdctl::Etcdctl;
 use crate::remote::{self, systemd, Host};
 use crate::render::HostFiles;
 
+use super::addons;
 use super::desired::desired_files;
 use super::fleet::{self, Fleet};
 use super::health;
@@ -48,6 +49,7 @@ const APISERVER_TIMEOUT: Duration = Duration::from_secs(180);
 const KUBELET_TIMEOUT: Duration = Duration::from_secs(120);
 const UNIT_TIMEOUT: Duration = Duration::from_secs(60);
 const VIP_TIMEOUT: Duration = Duration::from_secs(30);
+const ADDONS_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn run(
     cluster: &Cluster,
@@ -116,9 +118,9 @@ fn implemented(phase: Phase, cluster: &Cluster) -> bool {
         | Phase::Etcd
         | Phase::ControlPlane
         | Phase::Nodes
-        | Phase::Lb => true,
+        | Phase::Lb
+        | Phase::Addons => true,
         Phase::Install => cluster.install.method == InstallMethod::None,
-        Phase::Addons => false,
     }
 }
 
@@ -152,9 +154,7 @@ impl Run<'_> {
                 Phase::ControlPlane => self.control_plane(desired_ref(&desired)?).await?,
                 Phase::Nodes => self.nodes(desired_ref(&desired)?).await?,
                 Phase::Lb => self.lb(desired_ref(&desired)?).await?,
-                Phase::Addons => {
-                    anyhow::bail!("bootstrap: the addons phase is not implemented yet")
-                }
+                Phase::Addons => self.addons(desired_ref(&desired)?).await?,
             }
         }
         Ok(())
@@ -557,6 +557,34 @@ impl Run<'_> {
         self.printer
             .info(&format!("lb: {holder} holds the VIP {vip}"));
         Ok(())
+    }
+}
+
+impl Run<'_> {
+    async fn addons(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
+        let super_admin = crate::pki::Store::open(&self.cluster.pki_dir)
+            .read("super-admin.conf")
+            .context("addons: the store's super-admin.conf")?;
+        let mut last_error = None;
+        for host in &self.fleet.hosts {
+            let Some(node) = self.master(host) else {
+                continue;
+            };
+            if let Err(error) =
+                health::wait_apiserver_ready(host, node, "addons", ADDONS_READY_TIMEOUT).await
+            {
+                last_error = Some(error);
+                continue;
+            }
+            let sha256 = addons::addons_sha256(self.desired_of(desired, host)?);
+            self.progress.start(&host.name, "addons");
+            let summary = addons::apply(self.cluster, host, node, &super_admin, &sha256).await?;
+            self.progress.finish(&host.name, "addons", &summary, true);
+            return Ok(());
+        }
+        Err(last_error
+            .unwrap_or_else(|| anyhow::anyhow!("no master is connected"))
+            .context("addons: no master's apiserver is ready"))
     }
 }
 
