@@ -13,7 +13,8 @@ pub(crate) fn run(
     let cluster = &resolved.cluster;
     match command {
         PkiCommand::Generate => {
-            let generated = pki::generate(cluster)?;
+            // Waits for a concurrent run, then sees (and checks) what it made.
+            let generated = pki::generate(cluster, printer)?;
             for warning in &generated.warnings {
                 printer.warn(warning);
             }
@@ -30,11 +31,17 @@ fn import(
     printer: &Printer,
 ) -> anyhow::Result<()> {
     let imported = match (&args.from_kubeadm, &args.from_kubetool, &args.node) {
-        (Some(dir), _, Some(node)) => pki::import::from_kubeadm(cluster, dir, node)?,
+        (Some(dir), _, Some(node)) => {
+            let lock = pki::lock_for_writing(cluster, "pki import", printer)?;
+            pki::import::from_kubeadm(cluster, &lock, dir, node)?
+        }
         (Some(_), _, None) => {
             return Err(crate::error::bad_input("--from-kubeadm needs --node NAME"))
         }
-        (None, Some(dir), _) => pki::import::from_kubetool(cluster, dir)?,
+        (None, Some(dir), _) => {
+            let lock = pki::lock_for_writing(cluster, "pki import", printer)?;
+            pki::import::from_kubetool(cluster, &lock, dir)?
+        }
         (None, None, _) => {
             return Err(crate::error::bad_input(
                 "give --from-kubeadm DIR --node NAME or --from-kubetool DIR",

@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::cli::{GlobalArgs, RenderArgs};
-use crate::pki::Store;
+use crate::pki;
 use crate::printer::Printer;
 use crate::render::{render_cluster, HostFiles, RenderOptions};
 
@@ -22,7 +22,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RenderArgs, printer: &Printer) -> 
     let cluster = &resolved.cluster;
     let options =
         RenderOptions::for_cluster(cluster).with_templates_flag(global.templates.as_deref());
-    let store = Store::open(&cluster.pki_dir);
+    let store = pki::load(cluster, printer)?;
     let hosts = render_cluster(cluster, &store, &options)?;
 
     create_dir(&args.out, 0o755)?;

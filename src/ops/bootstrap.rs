@@ -54,7 +54,10 @@ pub(crate) fn run(
         printer.info("preflight: connecting to every host");
         let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
         let fleet = Fleet::connect_all(cluster, global, &progress).await?;
-        let result = run_phases(cluster, global, &phases, &fleet, printer, &progress).await;
+        let result = run_phases(
+            cluster, global, &lock, &phases, &fleet, printer, &progress,
+        )
+        .await;
         drop(progress);
         fleet.close().await;
         result
@@ -64,20 +67,27 @@ pub(crate) fn run(
 async fn run_phases(
     cluster: &Cluster,
     global: &GlobalArgs,
+    lock: &crate::lock::RunLock,
     phases: &[Phase],
     fleet: &Fleet,
     printer: &Printer,
     progress: &crate::printer::HostProgress,
 ) -> anyhow::Result<()> {
+    // The pki phase cannot be skipped and comes before files: it checks the
+    // store once and hands the checked store on.
+    let mut store = None;
     for phase in phases {
         match phase {
             Phase::Preflight => {}
-            Phase::Pki => pki_phase(cluster, printer)?,
+            Phase::Pki => store = Some(pki_phase(cluster, lock, printer)?),
             Phase::Install => {
                 printer.info("install: nothing to install ([install] method = \"none\")")
             }
             Phase::Files => {
-                let desired = desired_files(cluster, global.templates.as_deref())?;
+                let store = store.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("bootstrap: the files phase needs the pki phase first")
+                })?;
+                let desired = desired_files(cluster, store, global.templates.as_deref())?;
                 let results = fleet.push(&desired, progress).await?;
                 let changed: Vec<_> = results
                     .iter()
@@ -103,8 +113,17 @@ async fn run_phases(
 }
 
 /// Create what is missing in the PKI store; never replace what exists.
-fn pki_phase(cluster: &Cluster, printer: &Printer) -> anyhow::Result<()> {
-    let generated = crate::pki::generate(cluster)?;
+/// Returns the checked store.
+fn pki_phase(
+    cluster: &Cluster,
+    lock: &crate::lock::RunLock,
+    printer: &Printer,
+) -> anyhow::Result<crate::pki::Store> {
+    crate::pki::recover(lock, cluster, printer)?;
+    let (generated, store) = crate::pki::ensure(cluster, lock)?;
+    for warning in &generated.warnings {
+        printer.warn(warning);
+    }
     if generated.created.is_empty() {
         printer.info(&format!(
             "pki: the store {} is complete",
@@ -117,7 +136,7 @@ fn pki_phase(cluster: &Cluster, printer: &Printer) -> anyhow::Result<()> {
             cluster.pki_dir.display()
         ));
     }
-    Ok(())
+    Ok(store)
 }
 
 fn implemented(phase: Phase, cluster: &Cluster) -> bool {

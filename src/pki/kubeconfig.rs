@@ -45,20 +45,36 @@ pub fn render(
     )
 }
 
+/// A kubeconfig exactly as [`render`] writes it: anything else (a second
+/// user, a token, an exec plugin, a proxy) is refused, since whatever a
+/// store kubeconfig holds is handed to hosts and operators.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Kubeconfig {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
     #[serde(default)]
     clusters: Vec<NamedCluster>,
+    #[serde(default)]
+    contexts: Vec<NamedContext>,
+    #[serde(rename = "current-context", default)]
+    current_context: String,
+    #[serde(default)]
+    preferences: serde_norway::Mapping,
     #[serde(default)]
     users: Vec<NamedUser>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NamedCluster {
+    name: String,
     cluster: ClusterEntry,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ClusterEntry {
     #[serde(rename = "certificate-authority-data")]
     certificate_authority_data: Option<String>,
@@ -67,16 +83,63 @@ struct ClusterEntry {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedContext {
+    name: String,
+    context: ContextEntry,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextEntry {
+    cluster: String,
+    user: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NamedUser {
+    name: String,
     user: UserEntry,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct UserEntry {
     #[serde(rename = "client-certificate-data")]
     client_certificate_data: Option<String>,
     #[serde(rename = "client-key-data")]
     client_key_data: Option<String>,
+}
+
+/// An API server URL as ocfk8s writes one: `https://host:port`, the host a
+/// DNS name or an IP address (IPv6 in brackets), nothing else.
+pub(crate) fn sane_server(server: &str) -> bool {
+    let Some(rest) = server.strip_prefix("https://") else {
+        return false;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return false;
+    };
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|byte| byte.is_ascii_digit()) {
+        return false;
+    }
+    if port.parse::<u16>().map_or(true, |port| port == 0) {
+        return false;
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|host| host.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+        })
 }
 
 /// What a stored kubeconfig embeds.
@@ -114,18 +177,60 @@ pub fn parse(file: &Path, bytes: &[u8]) -> anyhow::Result<Embedded> {
         ))
     })?;
     let missing = |what: &str| bad_input(format!("{}: kubeconfig has no {what}", file.display()));
+    let unexpected = |what: String| {
+        bad_input(format!(
+            "{}: {what}; a store kubeconfig holds one cluster, one context and one user, \
+             as ocfk8s writes it",
+            file.display()
+        ))
+    };
+    if config.api_version != "v1" || config.kind != "Config" {
+        return Err(unexpected("not `apiVersion: v1`, `kind: Config`".to_string()));
+    }
+    if !config.preferences.is_empty() {
+        return Err(unexpected("preferences are set".to_string()));
+    }
+    for (what, count) in [
+        ("clusters", config.clusters.len()),
+        ("contexts", config.contexts.len()),
+        ("users", config.users.len()),
+    ] {
+        if count > 1 {
+            return Err(unexpected(format!("{count} {what}")));
+        }
+    }
+    let context = config
+        .contexts
+        .into_iter()
+        .next()
+        .ok_or_else(|| missing("context"))?;
     let cluster = config
         .clusters
         .into_iter()
         .next()
-        .ok_or_else(|| missing("cluster"))?
-        .cluster;
+        .ok_or_else(|| missing("cluster"))?;
     let user = config
         .users
         .into_iter()
         .next()
-        .ok_or_else(|| missing("user"))?
-        .user;
+        .ok_or_else(|| missing("user"))?;
+    if config.current_context != context.name
+        || context.context.cluster != cluster.name
+        || context.context.user != user.name
+    {
+        return Err(unexpected(
+            "its current-context, context, cluster and user names do not refer to each other"
+                .to_string(),
+        ));
+    }
+    let (cluster, user) = (cluster.cluster, user.user);
+    if !sane_server(&cluster.server) {
+        return Err(bad_input(format!(
+            "{}: server {:?} is not an https://host:port URL",
+            file.display(),
+            crate::input_file::excerpt(&cluster.server, 80)
+        )));
+    }
     let decode = |field: &str, value: Option<String>| -> anyhow::Result<Vec<u8>> {
         let value = value.ok_or_else(|| missing(field))?;
         base64::engine::general_purpose::STANDARD

@@ -395,7 +395,11 @@ pub(super) fn render_host(
                     store.dir().display()
                 ))
             })?,
-            Source::Operator { path, field } => std::fs::read(path).map_err(|error| {
+            Source::Operator { path, field } => crate::input_file::read_regular(
+                path,
+                crate::input_file::MAX_TEXT_FILE,
+            )
+            .map_err(|error| {
                 bad_input(format!(
                     "cannot read {} ({field} in {}): {error}",
                     path.display(),
