@@ -33,6 +33,8 @@ pub(crate) struct RunLock {
     file: File,
     path: PathBuf,
     exclusive: bool,
+    /// This run created the store folder (to hold the lock).
+    created_store: bool,
 }
 
 impl RunLock {
@@ -42,6 +44,40 @@ impl RunLock {
 
     pub(crate) fn is_exclusive(&self) -> bool {
         self.exclusive
+    }
+
+    /// A run that created the store folder only to hold the lock and then
+    /// failed leaves nothing behind: the folder is removed again when it
+    /// holds nothing but the lock file.
+    pub(crate) fn release_unused_store(self) {
+        if !self.created_store {
+            return;
+        }
+        let Some(folder) = self.path.parent().map(Path::to_path_buf) else {
+            return;
+        };
+        let only_the_lock = std::fs::read_dir(&folder).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .all(|entry| entry.file_name() == LOCK_FILE)
+        });
+        if only_the_lock {
+            // Runs waiting on this lock file notice it is gone (see
+            // `still_current`) and start over.
+            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_dir(&folder);
+        }
+    }
+}
+
+/// Whether the lock file at `path` is still the one `file` has open: a
+/// run that removed it (see [`RunLock::release_unused_store`]) makes the
+/// lock just taken meaningless.
+fn still_current(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
     }
 }
 
@@ -70,9 +106,10 @@ pub(crate) fn check_store_folder(pki_dir: &Path) -> anyhow::Result<bool> {
     }
 }
 
-fn create_store_folder(pki_dir: &Path) -> anyhow::Result<()> {
+/// Create the store folder unless it exists; `true` when created.
+fn create_store_folder(pki_dir: &Path) -> anyhow::Result<bool> {
     if check_store_folder(pki_dir)? {
-        return Ok(());
+        return Ok(false);
     }
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -91,7 +128,8 @@ fn create_store_folder(pki_dir: &Path) -> anyhow::Result<()> {
                     pki_dir.display()
                 ))
             }
-        })
+        })?;
+    Ok(true)
 }
 
 fn open_lock_file(pki_dir: &Path) -> anyhow::Result<(File, PathBuf)> {
@@ -176,21 +214,28 @@ fn write_holder(file: &mut File, path: &Path, command: &str) -> anyhow::Result<(
 /// Take the lock of the cluster whose store is `pki_dir` exclusively, or
 /// fail at once naming the lock file and its holder.
 pub(crate) fn acquire(pki_dir: &Path, command: &str) -> anyhow::Result<RunLock> {
-    create_store_folder(pki_dir)?;
-    let (mut file, path) = open_lock_file(pki_dir)?;
-    if !try_flock(&file, &path, libc::LOCK_EX)? {
-        bail!(
-            "another ocfk8s run holds the lock {}: {}",
-            path.display(),
-            holder(&mut file)
-        );
+    let created_store = create_store_folder(pki_dir)?;
+    loop {
+        let (mut file, path) = open_lock_file(pki_dir)?;
+        if !try_flock(&file, &path, libc::LOCK_EX)? {
+            bail!(
+                "another ocfk8s run holds the lock {}: {}",
+                path.display(),
+                holder(&mut file)
+            );
+        }
+        if !still_current(&file, &path) {
+            create_store_folder(pki_dir)?;
+            continue;
+        }
+        write_holder(&mut file, &path, command)?;
+        return Ok(RunLock {
+            file,
+            path,
+            exclusive: true,
+            created_store,
+        });
     }
-    write_holder(&mut file, &path, command)?;
-    Ok(RunLock {
-        file,
-        path,
-        exclusive: true,
-    })
 }
 
 /// Take the lock exclusively, waiting up to `wait` for the run holding it
@@ -201,41 +246,59 @@ pub(crate) fn acquire_waiting(
     wait: Duration,
     waiting: &dyn Fn(&str),
 ) -> anyhow::Result<RunLock> {
-    create_store_folder(pki_dir)?;
-    let (mut file, path) = open_lock_file(pki_dir)?;
-    wait_for(&mut file, &path, libc::LOCK_EX, wait, waiting)?;
-    write_holder(&mut file, &path, command)?;
-    Ok(RunLock {
-        file,
-        path,
-        exclusive: true,
-    })
+    let start = Instant::now();
+    let mut created_store = create_store_folder(pki_dir)?;
+    loop {
+        let (mut file, path) = open_lock_file(pki_dir)?;
+        let left = wait.saturating_sub(start.elapsed());
+        wait_for(&mut file, &path, libc::LOCK_EX, left, wait, waiting)?;
+        if !still_current(&file, &path) {
+            created_store |= create_store_folder(pki_dir)?;
+            continue;
+        }
+        write_holder(&mut file, &path, command)?;
+        return Ok(RunLock {
+            file,
+            path,
+            exclusive: true,
+            created_store,
+        });
+    }
 }
 
 /// Take the lock shared (for reading the store), waiting up to `wait` for
-/// a writer. `None` when there is no store folder yet; a regular file in
-/// its place is bad input.
+/// a writer. `None` when there is no store folder; a regular file in its
+/// place is bad input.
 pub(crate) fn acquire_shared(
     pki_dir: &Path,
     wait: Duration,
     waiting: &dyn Fn(&str),
 ) -> anyhow::Result<Option<RunLock>> {
-    if !check_store_folder(pki_dir)? {
-        return Ok(None);
+    let start = Instant::now();
+    loop {
+        if !check_store_folder(pki_dir)? {
+            return Ok(None);
+        }
+        let (mut file, path) = open_lock_file(pki_dir)?;
+        let left = wait.saturating_sub(start.elapsed());
+        wait_for(&mut file, &path, libc::LOCK_SH, left, wait, waiting)?;
+        if !still_current(&file, &path) {
+            continue;
+        }
+        return Ok(Some(RunLock {
+            file,
+            path,
+            exclusive: false,
+            created_store: false,
+        }));
     }
-    let (mut file, path) = open_lock_file(pki_dir)?;
-    wait_for(&mut file, &path, libc::LOCK_SH, wait, waiting)?;
-    Ok(Some(RunLock {
-        file,
-        path,
-        exclusive: false,
-    }))
 }
 
 fn wait_for(
     file: &mut File,
     path: &Path,
     operation: i32,
+    left: Duration,
     wait: Duration,
     waiting: &dyn Fn(&str),
 ) -> anyhow::Result<()> {
@@ -255,7 +318,7 @@ fn wait_for(
             ));
             told = true;
         }
-        if start.elapsed() >= wait {
+        if start.elapsed() >= left {
             bail!(
                 "gave up after {}s waiting for the run lock {}, held by {}",
                 wait.as_secs(),

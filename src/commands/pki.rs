@@ -33,14 +33,16 @@ fn import(
     let imported = match (&args.from_kubeadm, &args.from_kubetool, &args.node) {
         (Some(dir), _, Some(node)) => {
             let lock = pki::lock_for_writing(cluster, "pki import", printer)?;
-            pki::import::from_kubeadm(cluster, &lock, dir, node)?
+            let imported = pki::import::from_kubeadm(cluster, &lock, dir, node);
+            release_if_failed(lock, imported)?
         }
         (Some(_), _, None) => {
             return Err(crate::error::bad_input("--from-kubeadm needs --node NAME"))
         }
         (None, Some(dir), _) => {
             let lock = pki::lock_for_writing(cluster, "pki import", printer)?;
-            pki::import::from_kubetool(cluster, &lock, dir)?
+            let imported = pki::import::from_kubetool(cluster, &lock, dir);
+            release_if_failed(lock, imported)?
         }
         (None, None, _) => {
             return Err(crate::error::bad_input(
@@ -66,6 +68,17 @@ fn import(
         }
     }
     Ok(())
+}
+
+/// A refused import into a store that did not exist leaves no store.
+fn release_if_failed<T>(
+    lock: crate::lock::RunLock,
+    result: anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if result.is_err() {
+        lock.release_unused_store();
+    }
+    result
 }
 
 fn report(printer: &Printer, cluster: &crate::inventory::Cluster, created: &[String]) {
