@@ -99,7 +99,11 @@ pub(crate) fn check_store_folder(pki_dir: &Path) -> anyhow::Result<bool> {
         Ok(metadata) => Err(bad_input(format!(
             "{}: pki_dir is {}, not a folder",
             pki_dir.display(),
-            crate::input_file::kind_of(metadata.file_type())
+            if metadata.is_file() {
+                "a file"
+            } else {
+                crate::input_file::kind_of(metadata.file_type())
+            }
         ))),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(error) => Err(bad_input(format!("{}: {error}", pki_dir.display()))),
@@ -146,9 +150,7 @@ fn open_lock_file(pki_dir: &Path) -> anyhow::Result<(File, PathBuf)> {
         Ok(file) => file,
         // A store this user may read but not write: a shared lock through
         // a read-only descriptor still keeps writers out.
-        Err(error)
-            if matches!(error.raw_os_error(), Some(libc::EACCES) | Some(libc::EROFS)) =>
-        {
+        Err(error) if matches!(error.raw_os_error(), Some(libc::EACCES) | Some(libc::EROFS)) => {
             OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -368,9 +370,16 @@ mod tests {
             told.borrow_mut().push(text.to_string())
         })
         .expect_err("held");
-        assert!(error.to_string().contains("`ocfk8s pki generate`"), "{error}");
+        assert!(
+            error.to_string().contains("`ocfk8s pki generate`"),
+            "{error}"
+        );
         assert_eq!(told.borrow().len(), 1);
-        assert!(told.borrow()[0].contains("waiting up to"), "{:?}", told.borrow());
+        assert!(
+            told.borrow()[0].contains("waiting up to"),
+            "{:?}",
+            told.borrow()
+        );
         // Readers wait for the writer too.
         assert!(acquire_shared(&store, Duration::from_millis(20), &|_| {}).is_err());
         drop(first);
@@ -380,8 +389,9 @@ mod tests {
         let second_reader = acquire_shared(&store, Duration::from_millis(20), &|_| {})
             .expect("two readers at once");
         assert!(second_reader.is_some());
-        assert!(acquire_waiting(&store, "pki generate", Duration::from_millis(20), &|_| {})
-            .is_err());
+        assert!(
+            acquire_waiting(&store, "pki generate", Duration::from_millis(20), &|_| {}).is_err()
+        );
         drop(reader);
         drop(second_reader);
         acquire_waiting(&store, "pki generate", Duration::from_millis(20), &|_| {})
@@ -398,8 +408,10 @@ mod tests {
         assert!(error.to_string().contains("not a folder"), "{error}");
         let error = acquire(&file.join("k8s"), "pki generate").expect_err("below a file");
         assert_eq!(crate::error::exit_code(&error), 2, "{error}");
-        assert!(acquire_shared(&dir.path().join("none"), Duration::ZERO, &|_| {})
-            .expect("no store")
-            .is_none());
+        assert!(
+            acquire_shared(&dir.path().join("none"), Duration::ZERO, &|_| {})
+                .expect("no store")
+                .is_none()
+        );
     }
 }

@@ -4,9 +4,9 @@
 use std::fmt::Write;
 
 use crate::cli::{CertsCheckArgs, CertsCommand, GlobalArgs, TableOrJson};
-use crate::pki::inspect::{self, Report};
 use crate::error::bad_input;
 use crate::pki;
+use crate::pki::inspect::{self, Report};
 use crate::printer::Printer;
 
 pub(crate) fn run(

@@ -54,10 +54,7 @@ pub(crate) fn run(
         printer.info("preflight: connecting to every host");
         let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
         let fleet = Fleet::connect_all(cluster, global, &progress).await?;
-        let result = run_phases(
-            cluster, global, &lock, &phases, &fleet, printer, &progress,
-        )
-        .await;
+        let result = run_phases(cluster, global, &lock, &phases, &fleet, printer, &progress).await;
         drop(progress);
         fleet.close().await;
         result

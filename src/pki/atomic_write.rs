@@ -163,8 +163,12 @@ pub fn write_batch(lock: &RunLock, root: &Path, files: &[NewFile]) -> anyhow::Re
     journal.push('\n');
     let journal_temporary = root.join(temporary_name(JOURNAL));
     write_synced(&journal_temporary, journal.as_bytes(), PRIVATE)?;
-    std::fs::rename(&journal_temporary, root.join(JOURNAL))
-        .with_context(|| format!("committing the batch journal {}", root.join(JOURNAL).display()))?;
+    std::fs::rename(&journal_temporary, root.join(JOURNAL)).with_context(|| {
+        format!(
+            "committing the batch journal {}",
+            root.join(JOURNAL).display()
+        )
+    })?;
     sync_folder(root)?;
 
     apply(root, &renames_of(&renames))?;
@@ -258,7 +262,11 @@ fn read_journal(root: &Path) -> anyhow::Result<Option<Vec<(String, String)>>> {
             continue;
         }
         let (temporary, target) = line.split_once('\t').ok_or_else(malformed)?;
-        let folder = |relative: &str| relative.rsplit_once('/').map(|(folder, _)| folder.to_string());
+        let folder = |relative: &str| {
+            relative
+                .rsplit_once('/')
+                .map(|(folder, _)| folder.to_string())
+        };
         let sane = |relative: &str| {
             !relative.is_empty()
                 && !relative.starts_with('/')
@@ -411,9 +419,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("store");
         let lock = crate::lock::acquire(&root, "test").expect("lock");
-        write_batch(&lock, &root, &[file("a.key", "a"), file("nodes/n/b.key", "b")])
-            .expect("batch");
-        assert_eq!(std::fs::read_to_string(root.join("nodes/n/b.key")).expect("b"), "b");
+        write_batch(
+            &lock,
+            &root,
+            &[file("a.key", "a"), file("nodes/n/b.key", "b")],
+        )
+        .expect("batch");
+        assert_eq!(
+            std::fs::read_to_string(root.join("nodes/n/b.key")).expect("b"),
+            "b"
+        );
         assert!(!has_journal(&root));
 
         // Committed, one rename done, one not: finished.
@@ -431,7 +446,13 @@ mod tests {
         std::fs::write(root.join("nodes/n/.e.key.00000000000000cc.tmp"), "e").expect("write");
         std::fs::write(root.join("nodes/n/.notes.tmp"), "mine").expect("write");
         let recovered = recover(&lock, &root).expect("recover");
-        assert_eq!(recovered, Recovered { finished: 1, removed: 1 });
+        assert_eq!(
+            recovered,
+            Recovered {
+                finished: 1,
+                removed: 1
+            }
+        );
         assert_eq!(std::fs::read_to_string(root.join("c.key")).expect("c"), "c");
         assert_eq!(std::fs::read_to_string(root.join("d.key")).expect("d"), "d");
         assert!(!has_journal(&root));

@@ -149,9 +149,7 @@ pub(crate) fn reissue(
     let mut plan = plan(cluster, &store)?;
     let specs = certlist::leaves(cluster);
     refuse_expired(&plan.expired, |base| {
-        specs
-            .iter()
-            .any(|spec| spec.base == base && select(spec))
+        specs.iter().any(|spec| spec.base == base && select(spec))
     })?;
     let mut planned: BTreeMap<String, LeafAction> = std::mem::take(&mut plan.leaves)
         .into_iter()
@@ -181,7 +179,7 @@ fn refuse_expired(
         return Ok(());
     }
     Err(bad_input(format!(
-        "the PKI store holds certificates that cannot be used now; nothing was written:\n  {}",
+        "the PKI store holds certificates that cannot be used now; nothing was changed:\n  {}",
         refused.join("\n  ")
     )))
 }
@@ -193,6 +191,12 @@ fn refuse_expired(
 pub(crate) fn check_complete(cluster: &Cluster, store: &Store) -> anyhow::Result<Checked> {
     let plan = plan(cluster, store)?;
     let missing = plan.missing();
+    if !missing.is_empty() && store.nothing_read() {
+        return Err(bad_input(format!(
+            "{}: no PKI store; run `ocfk8s pki generate` first",
+            store.dir().display()
+        )));
+    }
     if !missing.is_empty() {
         const SHOWN: usize = 8;
         let mut listed: Vec<String> = missing
@@ -212,7 +216,11 @@ pub(crate) fn check_complete(cluster: &Cluster, store: &Store) -> anyhow::Result
     }
     Ok(Checked {
         store: store.clone().into_checked(&[]),
-        expired: plan.expired.into_iter().map(|(_, message)| message).collect(),
+        expired: plan
+            .expired
+            .into_iter()
+            .map(|(_, message)| message)
+            .collect(),
         warnings: plan.warnings,
     })
 }
@@ -264,7 +272,7 @@ impl Problems {
             return Ok((self.warnings, self.expired));
         }
         Err(bad_input(format!(
-            "the PKI store is inconsistent; nothing was written:\n  {}",
+            "the PKI store is inconsistent; nothing was changed:\n  {}",
             self.errors.join("\n  ")
         )))
     }
@@ -463,7 +471,11 @@ fn check_leaf(
                     if let Some(problem) = validity_problem(&pair.0) {
                         problems.expired.push((
                             Some(spec.base.clone()),
-                            format!("{}: {problem}; {}", cert_path.display(), renewal(store, spec)),
+                            format!(
+                                "{}: {problem}; {}",
+                                cert_path.display(),
+                                renewal(store, spec)
+                            ),
                         ));
                     }
                     if let Some(difference) = differs_from_spec(spec, &pair.0) {
@@ -893,7 +905,8 @@ address = "192.0.2.21"
         let kubelet = read("nodes/w1/kubelet.crt");
         std::fs::remove_file(store.path("nodes/w1/kube-proxy.conf")).expect("remove");
 
-        let written = reissue(&cluster, &lock, |spec| spec.base == "nodes/m1/apiserver").expect("reissue");
+        let written =
+            reissue(&cluster, &lock, |spec| spec.base == "nodes/m1/apiserver").expect("reissue");
         let mut files = written.created.clone();
         files.sort();
         assert_eq!(

@@ -128,7 +128,10 @@ pub(crate) fn sane_server(server: &str) -> bool {
     if port.parse::<u16>().map_or(true, |port| port == 0) {
         return false;
     }
-    if let Some(inner) = host.strip_prefix('[').and_then(|host| host.strip_suffix(']')) {
+    if let Some(inner) = host
+        .strip_prefix('[')
+        .and_then(|host| host.strip_suffix(']'))
+    {
         return inner.parse::<std::net::Ipv6Addr>().is_ok();
     }
     !host.is_empty()
@@ -185,7 +188,9 @@ pub fn parse(file: &Path, bytes: &[u8]) -> anyhow::Result<Embedded> {
         ))
     };
     if config.api_version != "v1" || config.kind != "Config" {
-        return Err(unexpected("not `apiVersion: v1`, `kind: Config`".to_string()));
+        return Err(unexpected(
+            "not `apiVersion: v1`, `kind: Config`".to_string(),
+        ));
     }
     if !config.preferences.is_empty() {
         return Err(unexpected("preferences are set".to_string()));

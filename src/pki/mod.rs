@@ -65,8 +65,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
-pub use generate::Generated;
 pub(crate) use generate::generate_locked;
+pub use generate::Generated;
 pub use tls::check_operator_tls;
 
 use crate::error::bad_input;
@@ -255,6 +255,14 @@ impl Store {
         }
     }
 
+    /// Whether reading it found no file at all (an empty store).
+    pub(crate) fn nothing_read(&self) -> bool {
+        self.seen
+            .lock()
+            .map(|seen| seen.is_empty())
+            .unwrap_or(false)
+    }
+
     /// Whether this store was checked (see [`load`]).
     pub fn is_checked(&self) -> bool {
         self.checked.is_some()
@@ -301,4 +309,3 @@ impl Store {
             .with_context(|| format!("reading PKI store file {relative}"))
     }
 }
-

@@ -121,8 +121,7 @@ pub(crate) fn read(root: &Path, relative: &str) -> anyhow::Result<Option<Vec<u8>
 fn describe(path: &Path, error: &std::io::Error, expected: &str) -> String {
     match std::fs::symlink_metadata(path) {
         Ok(metadata) if metadata.file_type().is_symlink() => {
-            "a symlink; the PKI store holds no symlinks (replace it with the real file)"
-                .to_string()
+            "a symlink; the PKI store holds no symlinks (replace it with the real file)".to_string()
         }
         Ok(metadata) if expected == "folder" && !metadata.is_dir() => format!(
             "{}, where the PKI store needs a folder",
@@ -140,8 +139,13 @@ fn open_at(folder: Option<&OwnedFd>, path: &Path, flags: i32) -> std::io::Result
     let base = folder.map_or(libc::AT_FDCWD, |folder| folder.as_raw_fd());
     // SAFETY: `name` is NUL-terminated and outlives the call; `base` is
     // either AT_FDCWD or a descriptor `folder` keeps open.
-    let descriptor =
-        unsafe { libc::openat(base, name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | flags) };
+    let descriptor = unsafe {
+        libc::openat(
+            base,
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | flags,
+        )
+    };
     if descriptor < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -177,12 +181,17 @@ mod tests {
         let error = read(&store, "ca.key").expect_err("file symlink");
         assert!(error.to_string().contains("a symlink"), "{error}");
         let error = read(&store, "nodes/ca.key").expect_err("folder symlink");
-        assert!(error.to_string().contains("store/nodes: a symlink"), "{error}");
+        assert!(
+            error.to_string().contains("store/nodes: a symlink"),
+            "{error}"
+        );
         // Even when the file would not exist behind the link.
         assert!(read(&store, "nodes/none.crt").is_err());
         // A store reached through a symlink of the operator's is fine.
         std::os::unix::fs::symlink(&outside, dir.path().join("via")).expect("link");
-        assert!(read(&dir.path().join("via"), "ca.key").expect("read").is_some());
+        assert!(read(&dir.path().join("via"), "ca.key")
+            .expect("read")
+            .is_some());
     }
 
     #[test]
@@ -192,12 +201,20 @@ mod tests {
         let error = read(dir.path(), "ca.key").expect_err("group-readable key");
         assert!(error.to_string().contains("chmod 600"), "{error}");
         write(&dir.path().join("ca.crt"), 0o644);
-        assert_eq!(read(dir.path(), "ca.crt").expect("public"), Some(Vec::new()));
+        assert_eq!(
+            read(dir.path(), "ca.crt").expect("public"),
+            Some(Vec::new())
+        );
         assert!(read(dir.path(), "missing.crt").expect("missing").is_none());
-        assert!(read(dir.path(), "no/such/folder.crt").expect("missing").is_none());
+        assert!(read(dir.path(), "no/such/folder.crt")
+            .expect("missing")
+            .is_none());
         std::fs::create_dir(dir.path().join("sa.pub")).expect("folder");
         let error = read(dir.path(), "sa.pub").expect_err("folder");
-        assert!(error.to_string().contains("a folder, not a regular file"), "{error}");
+        assert!(
+            error.to_string().contains("a folder, not a regular file"),
+            "{error}"
+        );
         assert!(read(dir.path(), "../ca.crt").is_err());
     }
 }

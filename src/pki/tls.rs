@@ -15,7 +15,11 @@ use super::material::{Certificate, PrivateKey};
 /// the first certificate's. Bad input (exit 2) naming both files and the
 /// inventory fields otherwise.
 pub fn check_operator_tls(cluster: &Cluster) -> anyhow::Result<()> {
-    let Some(tls) = cluster.ingress.as_ref().and_then(|ingress| ingress.tls.as_ref()) else {
+    let Some(tls) = cluster
+        .ingress
+        .as_ref()
+        .and_then(|ingress| ingress.tls.as_ref())
+    else {
         return Ok(());
     };
     let inventory = cluster.inventory_path.display();
@@ -30,7 +34,10 @@ pub fn check_operator_tls(cluster: &Cluster) -> anyhow::Result<()> {
     let cert_bytes = read(&tls.cert, "tls_cert")?;
     let key_bytes = read(&tls.key, "tls_key")?;
     let label = |path: &std::path::Path, field: &str| {
-        std::path::PathBuf::from(format!("{} (ingress.{field} in {inventory})", path.display()))
+        std::path::PathBuf::from(format!(
+            "{} (ingress.{field} in {inventory})",
+            path.display()
+        ))
     };
     let server = first_certificate(&label(&tls.cert, "tls_cert"), &cert_bytes)?;
     let key = PrivateKey::parse(&label(&tls.key, "tls_key"), &key_bytes)?;
