@@ -14,6 +14,12 @@
 //! rebuilt from that pair; a pair missing beside an existing kubeconfig is
 //! taken from the kubeconfig. Only [`reissue`] (certificate rotation)
 //! replaces leaves, and only those it is asked to.
+//!
+//! The same check, without writing, is what every reader of the store runs
+//! ([`check_complete`], behind [`super::load`]): one checker for writers
+//! and readers. A certificate outside its validity is not inconsistent,
+//! but `pki generate` refuses to call such a store up to date, and says
+//! how to renew the leaf.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,6 +35,10 @@ use super::{Checked, Store};
 use crate::error::bad_input;
 use crate::inventory::Cluster;
 use crate::lock::RunLock;
+
+/// A certificate outside its validity: the leaf's base when it is a leaf
+/// (a CA has none), and the message naming the file and the way out.
+type Expired = (Option<String>, String);
 
 /// What a `pki generate` run created.
 #[derive(Debug, Clone, Default)]
@@ -70,7 +80,7 @@ pub(crate) struct Plan {
     warnings: Vec<String>,
     /// Certificates outside their validity: (the leaf's base, when a leaf,
     /// and the message).
-    expired: Vec<(Option<String>, String)>,
+    expired: Vec<Expired>,
 }
 
 impl Plan {
@@ -166,10 +176,7 @@ pub(crate) fn reissue(
     write(cluster, lock, store, plan).map(|(generated, _)| generated)
 }
 
-fn refuse_expired(
-    expired: &[(Option<String>, String)],
-    renewed: impl Fn(&str) -> bool,
-) -> anyhow::Result<()> {
+fn refuse_expired(expired: &[Expired], renewed: impl Fn(&str) -> bool) -> anyhow::Result<()> {
     let refused: Vec<&str> = expired
         .iter()
         .filter(|(base, _)| !base.as_deref().is_some_and(&renewed))
@@ -255,7 +262,7 @@ fn write(
 struct Problems {
     errors: Vec<String>,
     warnings: Vec<String>,
-    expired: Vec<(Option<String>, String)>,
+    expired: Vec<Expired>,
 }
 
 impl Problems {
@@ -267,7 +274,7 @@ impl Problems {
         self.errors.push(message);
     }
 
-    fn into_result(self) -> anyhow::Result<(Vec<String>, Vec<(Option<String>, String)>)> {
+    fn into_result(self) -> anyhow::Result<(Vec<String>, Vec<Expired>)> {
         if self.errors.is_empty() {
             return Ok((self.warnings, self.expired));
         }

@@ -154,20 +154,44 @@ pub struct Embedded {
 }
 
 /// A YAML error without the values it quotes: serde echoes a mistyped
-/// value (`invalid type: string "-----BEGIN PRIVATE KEY----- ..."`), and
-/// the files read here hold keys.
+/// value (`invalid type: string "-----BEGIN PRIVATE KEY----- ..."`) and an
+/// unknown key (``unknown field `...` ``), and the files read here hold
+/// keys. Short field-like names in backquotes are kept; everything else
+/// quoted is replaced.
 pub(crate) fn yaml_error(error: &serde_norway::Error) -> String {
     let message = error.to_string();
-    match (message.find('"'), message.rfind('"')) {
-        (Some(first), Some(last)) if first < last => {
-            format!(
-                "{}<value not shown>{}",
-                &message[..first],
-                &message[last + 1..]
-            )
+    let mut shown = String::with_capacity(message.len());
+    let mut rest = message.as_str();
+    while let Some(start) = rest.find(['"', '`']) {
+        let quote = rest[start..].chars().next().unwrap_or('"');
+        let Some(length) = rest[start + 1..].find(quote) else {
+            break;
+        };
+        let inner = &rest[start + 1..start + 1 + length];
+        shown.push_str(&rest[..start]);
+        let field_like = quote == '`'
+            && inner.len() <= 40
+            && inner
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte));
+        if field_like {
+            shown.push('`');
+            shown.push_str(inner);
+            shown.push('`');
+        } else {
+            shown.push_str("<value not shown>");
         }
-        _ => message,
+        rest = &rest[start + 2 + length..];
     }
+    // An unmatched quote: whatever follows it is not shown either.
+    match rest.find(['"', '`']) {
+        Some(start) => {
+            shown.push_str(&rest[..start]);
+            shown.push_str("<value not shown>");
+        }
+        None => shown.push_str(rest),
+    }
+    shown
 }
 
 /// Read the credentials embedded in a kubeconfig; `file` names it in errors.
@@ -260,4 +284,37 @@ pub fn parse(file: &Path, bytes: &[u8]) -> anyhow::Result<Embedded> {
         certificate: Certificate::parse(&label("client-certificate-data"), &certificate_bytes)?,
         key: PrivateKey::parse(&label("client-key-data"), &key_bytes)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_never_quote_values_or_unknown_keys_that_look_like_secrets() {
+        let key = "-----BEGIN PRIVATE KEY-----MIGHAgEAMBMGByqGSM49";
+        for text in [
+            format!("apiVersion: v1\nkind: Config\nclusters: \"{key}\"\n"),
+            format!("apiVersion: v1\nkind: Config\n\"{key}\": 1\n"),
+            format!("apiVersion: v1\nkind: Config\nusers:\n- name: a\n  user:\n    `{key}`: 1\n"),
+        ] {
+            let error = parse(Path::new("admin.conf"), text.as_bytes())
+                .err()
+                .map(|error| format!("{error:#}"))
+                .unwrap_or_default();
+            assert!(error.starts_with("admin.conf: "), "{error}");
+            assert!(
+                !error.contains("BEGIN") && !error.contains("MIGHA"),
+                "{error}"
+            );
+        }
+        let error = parse(
+            Path::new("admin.conf"),
+            b"apiVersion: v1\nkind: Config\ntoken: x\n",
+        )
+        .err()
+        .map(|error| format!("{error:#}"))
+        .unwrap_or_default();
+        assert!(error.contains("unknown field `token`"), "{error}");
+    }
 }

@@ -50,6 +50,8 @@
 
 pub(crate) mod atomic_write;
 pub(crate) mod certlist;
+#[doc(hidden)]
+pub mod fuzz_support;
 mod generate;
 pub(crate) mod import;
 pub(crate) mod inspect;
