@@ -665,3 +665,33 @@ fn a_regular_file_as_pki_dir_is_bad_input_and_nothing_is_written() {
         "nothing was written"
     );
 }
+
+#[test]
+fn a_batch_committed_before_a_kill_is_finished_even_by_a_reader() {
+    // What a kill between the journal's commit and the last rename leaves:
+    // ca.crt still under its temporary name, and a stray temporary key.
+    let cluster = generated();
+    let temporary = ".ca.crt.00000000000000aa.tmp";
+    std::fs::rename(cluster.file("ca.crt"), cluster.file(temporary)).expect("rename");
+    std::fs::write(
+        cluster.file(".ocfk8s-batch"),
+        format!("ocfk8s batch 1\n{temporary}\tca.crt\nend\n"),
+    )
+    .expect("journal");
+    let stray = cluster.file("nodes/w1/.kubelet.key.00000000000000bb.tmp");
+    std::fs::write(&stray, "half a key").expect("stray");
+    let run = cluster.run(&["certs", "check"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("finished writing 1 file(s) an interrupted run had committed"),
+        "{}",
+        run.stderr
+    );
+    assert!(cluster.file("ca.crt").exists());
+    assert_eq!(temporaries(&cluster.store()), Vec::<String>::new());
+    assert!(openssl_verifies(
+        &cluster.file("ca.crt"),
+        &cluster.file("nodes/m1/apiserver.crt")
+    ));
+}
