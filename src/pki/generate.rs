@@ -119,6 +119,14 @@ impl Plan {
         missing
     }
 
+    /// The messages about certificates outside their validity.
+    pub(crate) fn expired_messages(&self) -> Vec<String> {
+        self.expired
+            .iter()
+            .map(|(_, message)| message.clone())
+            .collect()
+    }
+
     fn is_empty(&self) -> bool {
         !self
             .authorities

@@ -514,7 +514,11 @@ fn adopt(
     }
 
     // The store as it would be must pass the same check as `pki generate`.
-    generate::plan(cluster, &store.with_pending(pending.clone()))?;
+    // Expired material is adopted (it is what the cluster runs on), but
+    // said, with the way to renew it.
+    let plan = generate::plan(cluster, &store.with_pending(pending.clone()))?;
+    let mut warnings = warnings;
+    warnings.extend(plan.expired_messages());
 
     let files: Vec<NewFile> = pending
         .into_iter()
