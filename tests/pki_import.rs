@@ -438,3 +438,79 @@ fn kubetool_key_not_matching_is_refused_and_nothing_written() {
     assert!(!run.stderr.contains("BEGIN"));
     assert!(!cluster.store().exists());
 }
+
+/// Run `args` on the cluster, killing it after `limit`: `None` if it hung.
+fn run_within(cluster: &Cluster, args: &[&str], limit: std::time::Duration) -> Option<common::Run> {
+    let mut child = common::ocfk8s()
+        .current_dir(cluster.dir.path())
+        .arg("-i")
+        .arg("inventory.toml")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ocfk8s");
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if child.try_wait().expect("wait").is_some() {
+            return Some(child.wait_with_output().expect("output").into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+}
+
+#[test]
+fn a_fifo_in_an_import_folder_is_refused_without_hanging() {
+    let limit = std::time::Duration::from_secs(30);
+    let source = tempfile::tempdir().expect("temp dir");
+    kubeadm_pki(source.path());
+    std::fs::remove_file(source.path().join("etcd/peer.key")).expect("remove");
+    mkfifo(&source.path().join("etcd/peer.key"));
+    let cluster = Cluster::base();
+    let args = [
+        "pki",
+        "import",
+        "--from-kubeadm",
+        &source.path().display().to_string(),
+        "--node",
+        "m1",
+    ];
+    let run = run_within(&cluster, &args, limit).expect("kubeadm import hung on a FIFO");
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("etcd/peer.key: a FIFO, not a regular file"),
+        "{}",
+        run.stderr
+    );
+    assert!(!cluster.store().exists(), "something was written");
+
+    let hiera = tempfile::tempdir().expect("temp dir");
+    mkfifo(&hiera.path().join("Debian.yaml"));
+    let args = [
+        "pki",
+        "import",
+        "--from-kubetool",
+        &hiera.path().display().to_string(),
+    ];
+    let run = run_within(&cluster, &args, limit).expect("kubetool import hung on a FIFO");
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("Debian.yaml: a FIFO, not a regular file"),
+        "{}",
+        run.stderr
+    );
+    assert!(!cluster.store().exists(), "something was written");
+}

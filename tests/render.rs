@@ -594,12 +594,13 @@ fn a_new_certificate_changes_the_manifest_of_the_component_reading_it() {
     let before = rendered.text("m1", "/etc/kubernetes/manifests/kube-apiserver.yaml");
     let scheduler_before = rendered.text("m1", "/etc/kubernetes/manifests/kube-scheduler.yaml");
     let other_master_before = rendered.text("m2", "/etc/kubernetes/manifests/kube-apiserver.yaml");
+    // Renewed the way an operator renews one leaf: its files removed, and
+    // `pki generate` issues it anew from the same CA.
     let store = rendered.dir.path().join("pki/test/nodes/m1");
-    std::fs::copy(
-        store.join("front-proxy-client.crt"),
-        store.join("apiserver.crt"),
-    )
-    .expect("copy");
+    std::fs::remove_file(store.join("apiserver.crt")).expect("remove");
+    std::fs::remove_file(store.join("apiserver.key")).expect("remove");
+    let generate = rendered.again(&["pki", "generate"]);
+    assert_eq!(generate.status, 0, "stderr: {}", generate.stderr);
     let again = rendered.again(&["render", "--out", "out"]);
     assert_eq!(again.status, 0, "stderr: {}", again.stderr);
     let after = rendered.text("m1", "/etc/kubernetes/manifests/kube-apiserver.yaml");

@@ -4,8 +4,9 @@
 use std::fmt::Write;
 
 use crate::cli::{CertsCheckArgs, CertsCommand, GlobalArgs, TableOrJson};
+use crate::error::bad_input;
+use crate::pki;
 use crate::pki::inspect::{self, Report};
-use crate::pki::Store;
 use crate::printer::Printer;
 
 pub(crate) fn run(
@@ -23,14 +24,22 @@ fn check(args: &CertsCheckArgs, global: &GlobalArgs, printer: &Printer) -> anyho
         anyhow::bail!("`ocfk8s certs check --remote` needs the SSH engine, which is not built yet");
     }
     let resolved = super::load_inventory(&global.inventory, printer)?;
-    let store = Store::open(&resolved.cluster.pki_dir);
-    let report = inspect::inspect(&store)?;
+    let checked = pki::check(&resolved.cluster, printer)?;
+    let report = inspect::inspect(&checked.store)?;
     match args.output {
         TableOrJson::Json => {
             let text = serde_json::to_string_pretty(&report)?;
             printer.output(&text);
         }
         TableOrJson::Table => printer.output(&table(&report)),
+    }
+    if !checked.expired.is_empty() {
+        return Err(bad_input(format!(
+            "{} certificate{} cannot be used now:\n  {}",
+            checked.expired.len(),
+            if checked.expired.len() == 1 { "" } else { "s" },
+            checked.expired.join("\n  ")
+        )));
     }
     Ok(())
 }

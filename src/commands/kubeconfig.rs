@@ -1,8 +1,9 @@
-//! `ocfk8s kubeconfig`: print an administrator kubeconfig from the store.
+//! `ocfk8s kubeconfig`: print an administrator kubeconfig from the checked
+//! store.
 
 use crate::cli::{GlobalArgs, KubeconfigArgs};
 use crate::error::bad_input;
-use crate::pki::Store;
+use crate::pki;
 use crate::printer::Printer;
 
 pub(crate) fn run(
@@ -20,13 +21,10 @@ pub(crate) fn run(
         }
     };
     let resolved = super::load_inventory(&global.inventory, printer)?;
-    let store = Store::open(&resolved.cluster.pki_dir);
-    let bytes = store.read_optional(file)?.ok_or_else(|| {
-        bad_input(format!(
-            "{}: missing; run `ocfk8s pki generate` first",
-            store.path(file).display()
-        ))
-    })?;
+    // Checked: a kubeconfig whose credentials are not the store's, or a
+    // symlink to some other file, is refused, not printed.
+    let store = pki::load(&resolved.cluster, printer)?;
+    let bytes = store.read(file)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| bad_input(format!("{}: not UTF-8 text", store.path(file).display())))?;
     printer.output(&text);

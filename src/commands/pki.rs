@@ -13,7 +13,8 @@ pub(crate) fn run(
     let cluster = &resolved.cluster;
     match command {
         PkiCommand::Generate => {
-            let generated = pki::generate(cluster)?;
+            // Waits for a concurrent run, then sees (and checks) what it made.
+            let generated = pki::generate(cluster, printer)?;
             for warning in &generated.warnings {
                 printer.warn(warning);
             }
@@ -30,11 +31,19 @@ fn import(
     printer: &Printer,
 ) -> anyhow::Result<()> {
     let imported = match (&args.from_kubeadm, &args.from_kubetool, &args.node) {
-        (Some(dir), _, Some(node)) => pki::import::from_kubeadm(cluster, dir, node)?,
+        (Some(dir), _, Some(node)) => {
+            let lock = pki::lock_for_writing(cluster, "pki import", printer)?;
+            let imported = pki::import::from_kubeadm(cluster, &lock, dir, node);
+            release_if_failed(lock, imported)?
+        }
         (Some(_), _, None) => {
             return Err(crate::error::bad_input("--from-kubeadm needs --node NAME"))
         }
-        (None, Some(dir), _) => pki::import::from_kubetool(cluster, dir)?,
+        (None, Some(dir), _) => {
+            let lock = pki::lock_for_writing(cluster, "pki import", printer)?;
+            let imported = pki::import::from_kubetool(cluster, &lock, dir);
+            release_if_failed(lock, imported)?
+        }
         (None, None, _) => {
             return Err(crate::error::bad_input(
                 "give --from-kubeadm DIR --node NAME or --from-kubetool DIR",
@@ -59,6 +68,17 @@ fn import(
         }
     }
     Ok(())
+}
+
+/// A refused import into a store that did not exist leaves no store.
+fn release_if_failed<T>(
+    lock: crate::lock::RunLock,
+    result: anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if result.is_err() {
+        lock.release_unused_store();
+    }
+    result
 }
 
 fn report(printer: &Printer, cluster: &crate::inventory::Cluster, created: &[String]) {

@@ -32,7 +32,8 @@ pub(crate) fn show(
     exit_code: bool,
     printer: &Printer,
 ) -> anyhow::Result<()> {
-    let desired = desired_files(cluster, global.templates.as_deref())?;
+    let store = crate::pki::load(cluster, printer)?;
+    let desired = desired_files(cluster, &store, global.templates.as_deref())?;
     let plans = fleet::runtime()?.block_on(async {
         let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
         let fleet = Fleet::connect_all(cluster, global, &progress).await?;

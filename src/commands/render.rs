@@ -23,7 +23,7 @@ use anyhow::Context;
 use crate::cli::{GlobalArgs, RenderArgs};
 use crate::error::bad_input;
 use crate::inventory::Cluster;
-use crate::pki::Store;
+use crate::pki;
 use crate::printer::Printer;
 use crate::render::{render_cluster, HostFiles, RenderOptions};
 
@@ -41,7 +41,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RenderArgs, printer: &Printer) -> 
         &global.inventory,
         options.templates_dir.as_deref(),
     )?;
-    let store = Store::open(&cluster.pki_dir);
+    let store = pki::load(cluster, printer)?;
     let hosts = render_cluster(cluster, &store, &options)?;
 
     let owned = check_host_folders(&args.out, &hosts)?;

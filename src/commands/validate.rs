@@ -11,6 +11,9 @@ use crate::printer::Printer;
 
 pub(crate) fn run(global: &GlobalArgs, printer: &Printer) -> anyhow::Result<()> {
     let resolved = super::load_inventory(&global.inventory, printer)?;
+    // The operator's ingress certificate and key must belong together:
+    // nginx would refuse them on every master.
+    crate::pki::check_operator_tls(&resolved.cluster)?;
     printer.output(&summary(&resolved.cluster));
     Ok(())
 }

@@ -98,6 +98,7 @@ pub(crate) fn run(
         let run = Run {
             cluster,
             global,
+            lock: &lock,
             phases: &phases,
             fleet: &fleet,
             printer,
@@ -127,6 +128,7 @@ fn implemented(phase: Phase, cluster: &Cluster) -> bool {
 struct Run<'a> {
     cluster: &'a Cluster,
     global: &'a GlobalArgs,
+    lock: &'a crate::lock::RunLock,
     phases: &'a [Phase],
     fleet: &'a Fleet,
     printer: &'a Printer,
@@ -135,16 +137,21 @@ struct Run<'a> {
 
 impl Run<'_> {
     async fn phases(&self) -> anyhow::Result<()> {
+        // The pki phase cannot be skipped and comes first: it checks the
+        // store once, and everything after renders from that checked store.
         let mut desired = None;
+        let mut store = None;
         for phase in self.phases {
             match phase {
                 Phase::Preflight => {}
                 Phase::Pki => {
-                    pki_phase(self.cluster, self.printer)?;
+                    let checked = pki_phase(self.cluster, self.lock, self.printer)?;
                     desired = Some(desired_files(
                         self.cluster,
+                        &checked,
                         self.global.templates.as_deref(),
                     )?);
+                    store = Some(checked);
                 }
                 Phase::Install => self
                     .printer
@@ -154,7 +161,12 @@ impl Run<'_> {
                 Phase::ControlPlane => self.control_plane(desired_ref(&desired)?).await?,
                 Phase::Nodes => self.nodes(desired_ref(&desired)?).await?,
                 Phase::Lb => self.lb(desired_ref(&desired)?).await?,
-                Phase::Addons => self.addons(desired_ref(&desired)?).await?,
+                Phase::Addons => {
+                    let store = store
+                        .as_ref()
+                        .context("the pki phase must run before the others")?;
+                    self.addons(desired_ref(&desired)?, store).await?
+                }
             }
         }
         Ok(())
@@ -561,8 +573,8 @@ impl Run<'_> {
 }
 
 impl Run<'_> {
-    async fn addons(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
-        let super_admin = crate::pki::Store::open(&self.cluster.pki_dir)
+    async fn addons(&self, desired: &[HostFiles], store: &crate::pki::Store) -> anyhow::Result<()> {
+        let super_admin = store
             .read("super-admin.conf")
             .context("addons: the store's super-admin.conf")?;
         let mut last_error = None;
@@ -656,8 +668,17 @@ async fn members_with_data<'a>(masters: &[(&'a Host, &Node)]) -> anyhow::Result<
 }
 
 /// Create what is missing in the PKI store; never replace what exists.
-fn pki_phase(cluster: &Cluster, printer: &Printer) -> anyhow::Result<()> {
-    let generated = crate::pki::generate(cluster)?;
+/// Returns the checked store.
+fn pki_phase(
+    cluster: &Cluster,
+    lock: &crate::lock::RunLock,
+    printer: &Printer,
+) -> anyhow::Result<crate::pki::Store> {
+    crate::pki::recover(lock, cluster, printer)?;
+    let (generated, store) = crate::pki::ensure(cluster, lock)?;
+    for warning in &generated.warnings {
+        printer.warn(warning);
+    }
     if generated.created.is_empty() {
         printer.info(&format!(
             "pki: the store {} is complete",
@@ -670,5 +691,5 @@ fn pki_phase(cluster: &Cluster, printer: &Printer) -> anyhow::Result<()> {
             cluster.pki_dir.display()
         ));
     }
-    Ok(())
+    Ok(store)
 }

@@ -5,11 +5,13 @@ use crate::inventory::Cluster;
 use crate::pki::Store;
 use crate::render::{render_cluster, HostFiles, RenderOptions};
 
-/// Every host's files, in inventory order (masters, then workers).
+/// Every host's files, in inventory order (masters, then workers), from
+/// a checked store ([`crate::pki::load`], or what `pki generate` checked).
 pub(crate) fn desired_files(
     cluster: &Cluster,
+    store: &Store,
     templates: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<HostFiles>> {
     let options = RenderOptions::for_cluster(cluster).with_templates_flag(templates);
-    render_cluster(cluster, &Store::open(&cluster.pki_dir), &options)
+    render_cluster(cluster, store, &options)
 }

@@ -1,22 +1,37 @@
-//! Durable, atomic writes of a batch of new store files.
+//! Durable, atomic, recoverable writes of a batch of new store files.
 //!
-//! Each file is written to a temporary file in its own folder (created 0600
-//! or 0644 from the start, so a key is never readable by others, even
-//! briefly). Once every temporary file is written, one `syncfs` flushes them
-//! all; only then is each renamed into place, and a final `syncfs` makes the
-//! renames durable. A crash therefore leaves either the old state or whole,
-//! synced files, never a torn one; syncing once per batch instead of once
-//! per file keeps thousands of small writes fast.
+//! A batch (everything one `pki generate` or `pki import` adds) must reach
+//! the disk whole or not at all, even if the run is killed or the machine
+//! loses power at any instant. Under the exclusive run lock:
+//!
+//! 1. each file is written to a temporary beside its target
+//!    (`.<name>.<16 hex digits>.tmp`, created 0600 or 0644 from the start,
+//!    so a key is never readable by others, even briefly) and fsynced, and
+//!    so is every folder holding one;
+//! 2. the journal [`JOURNAL`] listing every (temporary, target) rename is
+//!    written the same way and renamed into place: the batch is committed;
+//! 3. every temporary is renamed over its target, the folders are fsynced,
+//!    and the journal is removed.
+//!
+//! A run killed before step 2 leaves only temporaries: the next locked run
+//! ([`recover`]) removes them, so the batch never happened. A run killed
+//! after step 2 leaves a journal: the next locked run finishes its renames.
+//! Either way the store is whole again before anything reads it, and no
+//! temporary survives. Fsyncing the batch's files and folders (many at once,
+//! so the filesystem commits them together) is precise where `syncfs` would
+//! also flush everything else being written on the machine.
 
 use std::collections::BTreeSet;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rayon::prelude::*;
+
+use crate::error::bad_input;
+use crate::lock::RunLock;
 
 /// Mode of private keys and kubeconfigs.
 pub const PRIVATE: u32 = 0o600;
@@ -24,6 +39,11 @@ pub const PRIVATE: u32 = 0o600;
 pub const PUBLIC: u32 = 0o644;
 /// Mode of the store's folders.
 pub const FOLDER: u32 = 0o700;
+
+/// The committed batch whose renames are not known to be finished.
+pub const JOURNAL: &str = ".ocfk8s-batch";
+const JOURNAL_HEADER: &str = "ocfk8s batch 1";
+const JOURNAL_END: &str = "end";
 
 /// One file of a batch. Its `Debug` form shows the size of the contents,
 /// never the bytes: most batches hold private keys.
@@ -46,18 +66,66 @@ impl std::fmt::Debug for NewFile {
     }
 }
 
-/// Write `files` below `root`, creating folders 0700 as needed.
-pub fn write_batch(root: &Path, files: &[NewFile]) -> anyhow::Result<()> {
-    if files.is_empty() {
-        return Ok(());
+/// What [`recover`] had to do.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Renames of an interrupted, committed batch finished now.
+    pub finished: usize,
+    /// Temporaries of interrupted batches removed.
+    pub removed: usize,
+}
+
+/// Whether `name` is one of our temporaries: `.<name>.<16 hex>.tmp`.
+pub(crate) fn is_temporary(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    let Some((head, suffix)) = stem.rsplit_once('.') else {
+        return false;
+    };
+    head.len() > 1
+        && head.starts_with('.')
+        && suffix.len() == 16
+        && suffix
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+}
+
+fn temporary_name(target: &str) -> String {
+    let (folder, name) = match target.rsplit_once('/') {
+        Some((folder, name)) => (Some(folder), name),
+        None => (None, target),
+    };
+    let suffix: u64 = rand::random();
+    let temporary = format!(".{name}.{suffix:016x}.tmp");
+    match folder {
+        Some(folder) => format!("{folder}/{temporary}"),
+        None => temporary,
     }
+}
+
+/// Folders fsyncs and renames touch, deepest first never mattering.
+fn folders_of<'a>(root: &Path, relatives: impl Iterator<Item = &'a str>) -> BTreeSet<PathBuf> {
     let mut folders = BTreeSet::new();
     folders.insert(root.to_path_buf());
-    for file in files {
-        if let Some(parent) = root.join(&file.relative).parent() {
+    for relative in relatives {
+        if let Some(parent) = root.join(relative).parent() {
             folders.insert(parent.to_path_buf());
         }
     }
+    folders
+}
+
+/// Write `files` below `root` as one batch (see the module docs), creating
+/// folders 0700 as needed. The caller holds the exclusive run lock.
+pub fn write_batch(lock: &RunLock, root: &Path, files: &[NewFile]) -> anyhow::Result<()> {
+    if !lock.is_exclusive() {
+        anyhow::bail!("writing the PKI store needs the exclusive run lock");
+    }
+    if files.is_empty() {
+        return Ok(());
+    }
+    let folders = folders_of(root, files.iter().map(|file| file.relative.as_str()));
     for folder in &folders {
         if !folder.is_dir() {
             DirBuilder::new()
@@ -68,76 +136,237 @@ pub fn write_batch(root: &Path, files: &[NewFile]) -> anyhow::Result<()> {
         }
     }
 
-    let temporaries: Vec<anyhow::Result<PathBuf>> = files
-        .par_iter()
-        .map(|file| write_temporary(root, file))
+    let renames: Vec<(String, &NewFile)> = files
+        .iter()
+        .map(|file| (temporary_name(&file.relative), file))
         .collect();
-    let mut written = Vec::with_capacity(temporaries.len());
-    let mut failure = None;
-    for result in temporaries {
-        match result {
-            Ok(path) => written.push(path),
-            Err(error) => failure = failure.or(Some(error)),
-        }
-    }
-    let result = match failure {
-        Some(error) => Err(error),
-        None => sync_filesystem(root),
-    };
-    if let Err(error) = result {
-        for path in &written {
-            let _ = std::fs::remove_file(path);
+    let written = io_pool()?.install(|| {
+        renames
+            .par_iter()
+            .map(|(temporary, file)| write_synced(&root.join(temporary), &file.contents, file.mode))
+            .collect::<Vec<_>>()
+    });
+    if let Some(error) = written.into_iter().find_map(Result::err) {
+        for (temporary, _) in &renames {
+            let _ = std::fs::remove_file(root.join(temporary));
         }
         return Err(error);
     }
+    sync_folders(&folders)?;
 
-    for (index, (temporary, file)) in written.iter().zip(files).enumerate() {
-        let target = root.join(&file.relative);
-        if let Err(error) = std::fs::rename(temporary, &target) {
-            for leftover in &written[index..] {
-                let _ = std::fs::remove_file(leftover);
-            }
-            return Err(error).with_context(|| format!("renaming {} into place", target.display()));
-        }
+    // Commit: once the journal is in place, the batch will be finished.
+    let mut journal = format!("{JOURNAL_HEADER}\n");
+    for (temporary, file) in &renames {
+        journal.push_str(&format!("{temporary}\t{}\n", file.relative));
     }
-    sync_filesystem(root)
+    journal.push_str(JOURNAL_END);
+    journal.push('\n');
+    let journal_temporary = root.join(temporary_name(JOURNAL));
+    write_synced(&journal_temporary, journal.as_bytes(), PRIVATE)?;
+    std::fs::rename(&journal_temporary, root.join(JOURNAL)).with_context(|| {
+        format!(
+            "committing the batch journal {}",
+            root.join(JOURNAL).display()
+        )
+    })?;
+    sync_folder(root)?;
+
+    apply(root, &renames_of(&renames))?;
+    sync_folders(&folders)?;
+    finish_journal(root)
 }
 
-fn write_temporary(root: &Path, file: &NewFile) -> anyhow::Result<PathBuf> {
-    let target = root.join(&file.relative);
-    let parent = target.parent().unwrap_or(root);
-    let name = target
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let suffix: u64 = rand::random();
-    let temporary = parent.join(format!(".{name}.{suffix:016x}.tmp"));
+fn renames_of(renames: &[(String, &NewFile)]) -> Vec<(String, String)> {
+    renames
+        .iter()
+        .map(|(temporary, file)| (temporary.clone(), file.relative.clone()))
+        .collect()
+}
+
+/// Rename every temporary still present over its target.
+fn apply(root: &Path, renames: &[(String, String)]) -> anyhow::Result<usize> {
+    let mut done = 0;
+    for (temporary, target) in renames {
+        let from = root.join(temporary);
+        match std::fs::rename(&from, root.join(target)) {
+            Ok(()) => done += 1,
+            // Renamed before the interruption.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!("renaming {} into place", root.join(target).display())
+                })
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn finish_journal(root: &Path) -> anyhow::Result<()> {
+    let journal = root.join(JOURNAL);
+    std::fs::remove_file(&journal)
+        .with_context(|| format!("removing the batch journal {}", journal.display()))?;
+    sync_folder(root)
+}
+
+/// Make the store whole after an interrupted run: finish the committed
+/// batch, if any, then remove every temporary of ours. The caller holds the
+/// exclusive run lock.
+pub fn recover(lock: &RunLock, root: &Path) -> anyhow::Result<Recovered> {
+    if !lock.is_exclusive() {
+        anyhow::bail!("recovering the PKI store needs the exclusive run lock");
+    }
+    let mut recovered = Recovered::default();
+    if let Some(renames) = read_journal(root)? {
+        let folders = folders_of(root, renames.iter().map(|(_, target)| target.as_str()));
+        recovered.finished = apply(root, &renames)?;
+        sync_folders(&folders)?;
+        finish_journal(root)?;
+    }
+    recovered.removed = sweep(root)?;
+    Ok(recovered)
+}
+
+/// Whether a committed batch awaits [`recover`].
+pub fn has_journal(root: &Path) -> bool {
+    std::fs::symlink_metadata(root.join(JOURNAL)).is_ok()
+}
+
+/// The renames of a committed batch. A journal that is not exactly what
+/// [`write_batch`] writes is bad input, and nothing is renamed.
+fn read_journal(root: &Path) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    let path = root.join(JOURNAL);
+    let Some(bytes) = super::store_file::read(root, JOURNAL)? else {
+        return Ok(None);
+    };
+    let malformed = || {
+        bad_input(format!(
+            "{}: not a batch journal written by ocfk8s; nothing was renamed \
+             (move it away if you know where it came from)",
+            path.display()
+        ))
+    };
+    let text = String::from_utf8(bytes).map_err(|_| malformed())?;
+    let mut lines = text.lines();
+    if lines.next() != Some(JOURNAL_HEADER) {
+        return Err(malformed());
+    }
+    let mut renames = Vec::new();
+    let mut ended = false;
+    for line in lines {
+        if ended {
+            return Err(malformed());
+        }
+        if line == JOURNAL_END {
+            ended = true;
+            continue;
+        }
+        let (temporary, target) = line.split_once('\t').ok_or_else(malformed)?;
+        let folder = |relative: &str| {
+            relative
+                .rsplit_once('/')
+                .map(|(folder, _)| folder.to_string())
+        };
+        let sane = |relative: &str| {
+            !relative.is_empty()
+                && !relative.starts_with('/')
+                && relative
+                    .split('/')
+                    .all(|part| !part.is_empty() && part != "." && part != "..")
+        };
+        let temporary_name = temporary.rsplit('/').next().unwrap_or_default();
+        if !sane(temporary)
+            || !sane(target)
+            || !is_temporary(temporary_name)
+            || folder(temporary) != folder(target)
+        {
+            return Err(malformed());
+        }
+        renames.push((temporary.to_string(), target.to_string()));
+    }
+    if !ended {
+        return Err(malformed());
+    }
+    Ok(Some(renames))
+}
+
+/// Remove every temporary of ours below `root` (never following symlinks);
+/// returns how many.
+fn sweep(root: &Path) -> anyhow::Result<usize> {
+    let mut removed = 0;
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => {
+                return Err(error).with_context(|| format!("reading {}", folder.display()))
+            }
+        };
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading {}", folder.display()))?;
+            let file_type = entry
+                .file_type()
+                .with_context(|| format!("reading {}", entry.path().display()))?;
+            let name = entry.file_name();
+            if file_type.is_dir() {
+                folders.push(entry.path());
+            } else if file_type.is_file() && is_temporary(&name.to_string_lossy()) {
+                std::fs::remove_file(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+fn write_synced(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     let mut handle = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(file.mode)
-        .open(&temporary)
-        .with_context(|| format!("creating {}", temporary.display()))?;
-    let result = handle.write_all(&file.contents).and_then(|()| {
-        handle.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(file.mode))
-    });
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let result = handle
+        .write_all(contents)
+        .and_then(|()| handle.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode)))
+        .and_then(|()| handle.sync_all());
     if let Err(error) = result {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(error).with_context(|| format!("writing {}", temporary.display()));
-    }
-    Ok(temporary)
-}
-
-/// Flush every dirty page of the filesystem holding `root`.
-fn sync_filesystem(root: &Path) -> anyhow::Result<()> {
-    let handle = File::open(root).with_context(|| format!("opening {}", root.display()))?;
-    // SAFETY: syncfs only reads the descriptor, which `handle` keeps open.
-    let status = unsafe { libc::syncfs(handle.as_raw_fd()) };
-    if status != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("syncing the filesystem of {}", root.display()));
+        let _ = std::fs::remove_file(path);
+        return Err(error).with_context(|| format!("writing {}", path.display()));
     }
     Ok(())
+}
+
+fn sync_folders(folders: &BTreeSet<PathBuf>) -> anyhow::Result<()> {
+    io_pool()?.install(|| {
+        folders
+            .par_iter()
+            .try_for_each(|folder| sync_folder(folder))
+    })
+}
+
+fn sync_folder(folder: &Path) -> anyhow::Result<()> {
+    File::open(folder)
+        .and_then(|handle| handle.sync_all())
+        .with_context(|| format!("syncing folder {}", folder.display()))
+}
+
+/// Threads for many small fsyncs at once: they wait on the disk, not the
+/// CPU, and concurrent fsyncs share the filesystem's journal commits.
+fn io_pool() -> anyhow::Result<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    if let Some(pool) = POOL.get() {
+        return Ok(pool);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(32)
+        .thread_name(|index| format!("ocfk8s-io-{index}"))
+        .build()
+        .context("starting threads for writing the PKI store")?;
+    Ok(POOL.get_or_init(|| pool))
 }
 
 #[cfg(test)]
@@ -158,5 +387,95 @@ mod tests {
         assert!(!shown.contains(&format!("{key:?}")), "{shown}");
         assert!(!shown.contains("PRIVATE KEY"), "{shown}");
         assert!(!shown.contains("45, 45, 45"), "{shown}");
+    }
+
+    #[test]
+    fn temporaries_are_recognised_by_their_exact_pattern() {
+        assert!(is_temporary(".ca.key.0123456789abcdef.tmp"));
+        assert!(is_temporary(&temporary_name("ca.key")));
+        assert!(is_temporary(
+            temporary_name("nodes/m1/kubelet.conf")
+                .rsplit('/')
+                .next()
+                .expect("name")
+        ));
+        assert!(!is_temporary("ca.key.0123456789abcdef.tmp"));
+        assert!(!is_temporary(".ca.key.0123456789ABCDEF.tmp"));
+        assert!(!is_temporary(".ca.key.0123456789abcde.tmp"));
+        assert!(!is_temporary("..0123456789abcdef.tmp"));
+        assert!(!is_temporary(".notes.tmp"));
+    }
+
+    fn file(relative: &str, contents: &str) -> NewFile {
+        NewFile {
+            relative: relative.to_string(),
+            contents: contents.as_bytes().to_vec(),
+            mode: PRIVATE,
+        }
+    }
+
+    #[test]
+    fn a_committed_batch_is_finished_and_an_uncommitted_one_removed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("store");
+        let lock = crate::lock::acquire(&root, "test").expect("lock");
+        write_batch(
+            &lock,
+            &root,
+            &[file("a.key", "a"), file("nodes/n/b.key", "b")],
+        )
+        .expect("batch");
+        assert_eq!(
+            std::fs::read_to_string(root.join("nodes/n/b.key")).expect("b"),
+            "b"
+        );
+        assert!(!has_journal(&root));
+
+        // Committed, one rename done, one not: finished.
+        std::fs::write(root.join(".c.key.00000000000000aa.tmp"), "c").expect("write");
+        std::fs::write(root.join("d.key"), "d").expect("write");
+        std::fs::write(
+            root.join(JOURNAL),
+            format!(
+                "{JOURNAL_HEADER}\n.c.key.00000000000000aa.tmp\tc.key\n\
+                 .d.key.00000000000000bb.tmp\td.key\n{JOURNAL_END}\n"
+            ),
+        )
+        .expect("journal");
+        // Not committed: removed, also deeper down.
+        std::fs::write(root.join("nodes/n/.e.key.00000000000000cc.tmp"), "e").expect("write");
+        std::fs::write(root.join("nodes/n/.notes.tmp"), "mine").expect("write");
+        let recovered = recover(&lock, &root).expect("recover");
+        assert_eq!(
+            recovered,
+            Recovered {
+                finished: 1,
+                removed: 1
+            }
+        );
+        assert_eq!(std::fs::read_to_string(root.join("c.key")).expect("c"), "c");
+        assert_eq!(std::fs::read_to_string(root.join("d.key")).expect("d"), "d");
+        assert!(!has_journal(&root));
+        assert!(!root.join("nodes/n/.e.key.00000000000000cc.tmp").exists());
+        assert!(root.join("nodes/n/.notes.tmp").exists(), "not ours");
+    }
+
+    #[test]
+    fn a_journal_not_of_ours_is_refused_and_nothing_renamed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("store");
+        let lock = crate::lock::acquire(&root, "test").expect("lock");
+        std::fs::write(root.join(".x.00000000000000aa.tmp"), "x").expect("write");
+        for journal in [
+            format!("{JOURNAL_HEADER}\n.x.00000000000000aa.tmp\t../x\n{JOURNAL_END}\n"),
+            format!("{JOURNAL_HEADER}\n.x.00000000000000aa.tmp\tnodes/x\n{JOURNAL_END}\n"),
+            format!("{JOURNAL_HEADER}\n.x.00000000000000aa.tmp\tx\n"),
+            "something else\n".to_string(),
+        ] {
+            std::fs::write(root.join(JOURNAL), &journal).expect("journal");
+            let error = recover(&lock, &root).expect_err(&journal);
+            assert_eq!(crate::error::exit_code(&error), 2);
+            assert!(root.join(".x.00000000000000aa.tmp").exists());
+        }
     }
 }

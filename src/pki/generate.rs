@@ -14,6 +14,12 @@
 //! rebuilt from that pair; a pair missing beside an existing kubeconfig is
 //! taken from the kubeconfig. Only [`reissue`] (certificate rotation)
 //! replaces leaves, and only those it is asked to.
+//!
+//! The same check, without writing, is what every reader of the store runs
+//! ([`check_complete`], behind [`super::load`]): one checker for writers
+//! and readers. A certificate outside its validity is not inconsistent,
+//! but `pki generate` refuses to call such a store up to date, and says
+//! how to renew the leaf.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,9 +31,14 @@ use super::certlist::{self, Authority, LeafSpec, SERVICE_ACCOUNT_KEY, SERVICE_AC
 use super::issue;
 use super::kubeconfig;
 use super::material::{self, Certificate, CertificateAuthority, PrivateKey};
-use super::Store;
+use super::{Checked, Store};
 use crate::error::bad_input;
 use crate::inventory::Cluster;
+use crate::lock::RunLock;
+
+/// A certificate outside its validity: the leaf's base when it is a leaf
+/// (a CA has none), and the message naming the file and the way out.
+type Expired = (Option<String>, String);
 
 /// What a `pki generate` run created.
 #[derive(Debug, Clone, Default)]
@@ -67,9 +78,55 @@ pub(crate) struct Plan {
     leaves: Vec<(LeafSpec, LeafAction)>,
     /// Sound existing material that differs from what the inventory asks.
     warnings: Vec<String>,
+    /// Certificates outside their validity: (the leaf's base, when a leaf,
+    /// and the message).
+    expired: Vec<Expired>,
 }
 
 impl Plan {
+    /// Store-relative paths of what the plan would write: what is missing.
+    fn missing(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        for (authority, state) in &self.authorities {
+            if matches!(state, AuthorityState::Create) {
+                missing.push(authority.cert_path().to_string());
+                missing.push(authority.key_path().to_string());
+            }
+        }
+        match &self.service_account {
+            ServiceAccountAction::Keep => {}
+            ServiceAccountAction::WritePublic(_) => missing.push(SERVICE_ACCOUNT_PUB.to_string()),
+            ServiceAccountAction::Create => {
+                missing.push(SERVICE_ACCOUNT_KEY.to_string());
+                missing.push(SERVICE_ACCOUNT_PUB.to_string());
+            }
+        }
+        for (spec, action) in &self.leaves {
+            let pair = [spec.cert_path(), spec.key_path()];
+            match action {
+                LeafAction::Create => {
+                    if spec.files {
+                        missing.extend(pair);
+                    }
+                    if spec.kubeconfig.is_some() {
+                        missing.push(spec.conf_path());
+                    }
+                }
+                LeafAction::WriteKubeconfig(..) => missing.push(spec.conf_path()),
+                LeafAction::AdoptFromKubeconfig(..) => missing.extend(pair),
+            }
+        }
+        missing
+    }
+
+    /// The messages about certificates outside their validity.
+    pub(crate) fn expired_messages(&self) -> Vec<String> {
+        self.expired
+            .iter()
+            .map(|(_, message)| message.clone())
+            .collect()
+    }
+
     fn is_empty(&self) -> bool {
         !self
             .authorities
@@ -80,26 +137,43 @@ impl Plan {
     }
 }
 
-/// Check the store and create what the inventory needs; see the module docs.
-pub fn generate(cluster: &Cluster) -> anyhow::Result<Generated> {
+/// Check the store and create what the inventory needs; see the module
+/// docs. Returns what was created and the store as checked (with the new
+/// files). The caller holds the exclusive run lock (see
+/// [`super::lock_for_writing`]). Certificates outside their validity are
+/// bad input: nothing is written, and the message says how to renew them.
+pub(crate) fn generate_locked(
+    cluster: &Cluster,
+    lock: &RunLock,
+) -> anyhow::Result<(Generated, Store)> {
     let store = Store::open(&cluster.pki_dir);
     let plan = plan(cluster, &store)?;
-    write(cluster, &store, plan)
+    refuse_expired(&plan.expired, |_| false)?;
+    write(cluster, lock, store, plan)
 }
 
 /// Re-issue the leaves `select` picks (new keys, new serials, same CAs),
 /// replacing their files and kubeconfigs atomically, and create whatever
-/// else is missing, as [`generate`] would. The whole store is checked
+/// else is missing, as [`generate_locked`] would. The whole store is checked
 /// first, exactly as for `generate`: an inconsistent store is bad input and
-/// nothing is written. This is the PKI half of `rotate-certs`.
-pub fn reissue(cluster: &Cluster, select: impl Fn(&LeafSpec) -> bool) -> anyhow::Result<Generated> {
+/// nothing is written; an expired leaf is fine when it is one being
+/// re-issued. This is the PKI half of `rotate-certs`.
+pub(crate) fn reissue(
+    cluster: &Cluster,
+    lock: &RunLock,
+    select: impl Fn(&LeafSpec) -> bool,
+) -> anyhow::Result<Generated> {
     let store = Store::open(&cluster.pki_dir);
     let mut plan = plan(cluster, &store)?;
+    let specs = certlist::leaves(cluster);
+    refuse_expired(&plan.expired, |base| {
+        specs.iter().any(|spec| spec.base == base && select(spec))
+    })?;
     let mut planned: BTreeMap<String, LeafAction> = std::mem::take(&mut plan.leaves)
         .into_iter()
         .map(|(spec, action)| (spec.base, action))
         .collect();
-    for spec in certlist::leaves(cluster) {
+    for spec in specs {
         let repair = planned.remove(&spec.base);
         if select(&spec) {
             plan.leaves.push((spec, LeafAction::Create));
@@ -107,23 +181,86 @@ pub fn reissue(cluster: &Cluster, select: impl Fn(&LeafSpec) -> bool) -> anyhow:
             plan.leaves.push((spec, action));
         }
     }
-    write(cluster, &store, plan)
+    write(cluster, lock, store, plan).map(|(generated, _)| generated)
 }
 
-fn write(cluster: &Cluster, store: &Store, mut plan: Plan) -> anyhow::Result<Generated> {
+fn refuse_expired(expired: &[Expired], renewed: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+    let refused: Vec<&str> = expired
+        .iter()
+        .filter(|(base, _)| !base.as_deref().is_some_and(&renewed))
+        .map(|(_, message)| message.as_str())
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(bad_input(format!(
+        "the PKI store holds certificates that cannot be used now; nothing was changed:\n  {}",
+        refused.join("\n  ")
+    )))
+}
+
+/// Check the store as [`generate_locked`] does, for reading: everything
+/// the inventory needs must exist (else bad input listing what is missing)
+/// and be sound. Returns the checked store; certificates outside their
+/// validity are listed, not refused.
+pub(crate) fn check_complete(cluster: &Cluster, store: &Store) -> anyhow::Result<Checked> {
+    let plan = plan(cluster, store)?;
+    let missing = plan.missing();
+    if !missing.is_empty() && store.nothing_read() {
+        return Err(bad_input(format!(
+            "{}: no PKI store; run `ocfk8s pki generate` first",
+            store.dir().display()
+        )));
+    }
+    if !missing.is_empty() {
+        const SHOWN: usize = 8;
+        let mut listed: Vec<String> = missing
+            .iter()
+            .take(SHOWN)
+            .map(|relative| store.path(relative).display().to_string())
+            .collect();
+        if missing.len() > SHOWN {
+            listed.push(format!("and {} more", missing.len() - SHOWN));
+        }
+        return Err(bad_input(format!(
+            "the PKI store {} is incomplete: missing {}; run `ocfk8s pki generate` \
+             to create what is missing",
+            store.dir().display(),
+            listed.join(", ")
+        )));
+    }
+    Ok(Checked {
+        store: store.clone().into_checked(&[]),
+        expired: plan
+            .expired
+            .into_iter()
+            .map(|(_, message)| message)
+            .collect(),
+        warnings: plan.warnings,
+    })
+}
+
+fn write(
+    cluster: &Cluster,
+    lock: &RunLock,
+    store: Store,
+    mut plan: Plan,
+) -> anyhow::Result<(Generated, Store)> {
     let warnings = std::mem::take(&mut plan.warnings);
     if plan.is_empty() {
-        return Ok(Generated {
+        let generated = Generated {
             created: Vec::new(),
             warnings,
-        });
+        };
+        return Ok((generated, store.into_checked(&[])));
     }
     let files = execute(cluster, plan)?;
-    atomic_write::write_batch(store.dir(), &files)?;
-    Ok(Generated {
-        created: files.into_iter().map(|file| file.relative).collect(),
+    atomic_write::write_batch(lock, store.dir(), &files)?;
+    let generated = Generated {
+        created: files.iter().map(|file| file.relative.clone()).collect(),
         warnings,
-    })
+    };
+    Ok((generated, store.into_checked(&files)))
 }
 
 /// Collects every problem found, so one run reports them all, and the
@@ -133,6 +270,7 @@ fn write(cluster: &Cluster, store: &Store, mut plan: Plan) -> anyhow::Result<Gen
 struct Problems {
     errors: Vec<String>,
     warnings: Vec<String>,
+    expired: Vec<Expired>,
 }
 
 impl Problems {
@@ -144,12 +282,12 @@ impl Problems {
         self.errors.push(message);
     }
 
-    fn into_result(self) -> anyhow::Result<Vec<String>> {
+    fn into_result(self) -> anyhow::Result<(Vec<String>, Vec<Expired>)> {
         if self.errors.is_empty() {
-            return Ok(self.warnings);
+            return Ok((self.warnings, self.expired));
         }
         Err(bad_input(format!(
-            "the PKI store is inconsistent; nothing was written:\n  {}",
+            "the PKI store is inconsistent; nothing was changed:\n  {}",
             self.errors.join("\n  ")
         )))
     }
@@ -184,16 +322,18 @@ pub(crate) fn plan(cluster: &Cluster, store: &Store) -> anyhow::Result<Plan> {
     for (spec, action, leaf_problems) in checked {
         problems.errors.extend(leaf_problems.errors);
         problems.warnings.extend(leaf_problems.warnings);
+        problems.expired.extend(leaf_problems.expired);
         if let Some(action) = action? {
             leaves.push((spec, action));
         }
     }
-    let warnings = problems.into_result()?;
+    let (warnings, expired) = problems.into_result()?;
     Ok(Plan {
         authorities,
         service_account,
         leaves,
         warnings,
+        expired,
     })
 }
 
@@ -210,7 +350,19 @@ fn check_authority(
     ) {
         (Some(cert), Some(key)) => {
             match CertificateAuthority::load(&cert_path, &cert, &key_path, &key) {
-                Ok(loaded) => AuthorityState::Existing(Box::new(loaded)),
+                Ok(loaded) => {
+                    if let Some(problem) = validity_problem(&loaded.certificate) {
+                        problems.expired.push((
+                            None,
+                            format!(
+                                "{}: {problem}; a CA cannot be renewed in place \
+                                 (CA rotation, `ocfk8s rotate-certs --ca`, is not built yet)",
+                                cert_path.display()
+                            ),
+                        ));
+                    }
+                    AuthorityState::Existing(Box::new(loaded))
+                }
                 Err(error) => {
                     problems.push(error);
                     AuthorityState::Broken
@@ -331,6 +483,16 @@ fn check_leaf(
                 spec.authority,
             ) {
                 Ok(pair) => {
+                    if let Some(problem) = validity_problem(&pair.0) {
+                        problems.expired.push((
+                            Some(spec.base.clone()),
+                            format!(
+                                "{}: {problem}; {}",
+                                cert_path.display(),
+                                renewal(store, spec)
+                            ),
+                        ));
+                    }
                     if let Some(difference) = differs_from_spec(spec, &pair.0) {
                         problems.warnings.push(format!(
                             "{}: {difference}; kept (`ocfk8s rotate-certs` re-issues it)",
@@ -369,6 +531,16 @@ fn check_leaf(
             let path = store.path(&relative);
             match check_kubeconfig(&path, &bytes, ca, spec.authority) {
                 Ok(embedded) => {
+                    if let Some(problem) = validity_problem(&embedded.certificate) {
+                        problems.expired.push((
+                            Some(spec.base.clone()),
+                            format!(
+                                "{}: client certificate {problem}; {}",
+                                path.display(),
+                                renewal(store, spec)
+                            ),
+                        ));
+                    }
                     if let Some(wanted) = &spec.kubeconfig {
                         if embedded.server != wanted.server {
                             problems.warnings.push(format!(
@@ -414,6 +586,30 @@ fn check_leaf(
         (None, None) => Some(LeafAction::Create),
     };
     Ok(action)
+}
+
+/// Why `certificate` cannot be used now, if it cannot.
+fn validity_problem(certificate: &Certificate) -> Option<String> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    match certificate.validity() {
+        Ok(validity) => validity.problem(now),
+        Err(error) => Some(format!("unreadable validity dates: {error:#}")),
+    }
+}
+
+/// How to renew one leaf until `rotate-certs` exists: remove its files and
+/// let `pki generate` issue it anew from the same CA.
+fn renewal(store: &Store, spec: &LeafSpec) -> String {
+    let files: Vec<String> = spec
+        .paths()
+        .iter()
+        .map(|relative| store.path(relative).display().to_string())
+        .collect();
+    format!(
+        "renew it: `rm {}` then `ocfk8s pki generate` issues it anew from the same CA, \
+         and push it to its hosts",
+        files.join(" ")
+    )
 }
 
 /// A leaf pair: both parse, the key is the certificate's, and the store's
@@ -488,6 +684,7 @@ fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
         service_account,
         leaves,
         warnings: _,
+        expired: _,
     } = plan;
     let to_create: Vec<Authority> = authorities
         .iter()
@@ -714,7 +911,8 @@ address = "192.0.2.21"
         let path = dir.path().join("inventory.toml");
         std::fs::write(&path, INVENTORY).expect("write inventory");
         let cluster = crate::inventory::load(&path).expect("inventory").cluster;
-        generate(&cluster).expect("generate");
+        let lock = crate::lock::acquire(&cluster.pki_dir, "test").expect("lock");
+        generate_locked(&cluster, &lock).expect("generate");
         let store = Store::open(&cluster.pki_dir);
         let read = |relative: &str| store.read(relative).expect("read");
         let ca = read("ca.crt");
@@ -722,7 +920,8 @@ address = "192.0.2.21"
         let kubelet = read("nodes/w1/kubelet.crt");
         std::fs::remove_file(store.path("nodes/w1/kube-proxy.conf")).expect("remove");
 
-        let written = reissue(&cluster, |spec| spec.base == "nodes/m1/apiserver").expect("reissue");
+        let written =
+            reissue(&cluster, &lock, |spec| spec.base == "nodes/m1/apiserver").expect("reissue");
         let mut files = written.created.clone();
         files.sort();
         assert_eq!(
@@ -743,6 +942,10 @@ address = "192.0.2.21"
             .expect("leaf")
             .is_signed_by(&authority));
         // The store is consistent afterwards: nothing left to do.
-        assert!(generate(&cluster).expect("generate").created.is_empty());
+        assert!(generate_locked(&cluster, &lock)
+            .expect("generate")
+            .0
+            .created
+            .is_empty());
     }
 }

@@ -22,7 +22,9 @@ use super::generate;
 use super::material::{self, Certificate, CertificateAuthority, PrivateKey};
 use super::Store;
 use crate::error::bad_input;
+use crate::input_file::{self, MAX_TEXT_FILE};
 use crate::inventory::Cluster;
+use crate::lock::RunLock;
 
 /// What an import wrote, and what it had to leave aside.
 #[derive(Debug, Clone, Default)]
@@ -58,7 +60,12 @@ enum Item {
 
 /// Adopt a kubeadm master's `/etc/kubernetes/pki` (copied to `dir`) as the
 /// material of master `node`.
-pub fn from_kubeadm(cluster: &Cluster, dir: &Path, node: &str) -> anyhow::Result<Imported> {
+pub fn from_kubeadm(
+    cluster: &Cluster,
+    lock: &RunLock,
+    dir: &Path,
+    node: &str,
+) -> anyhow::Result<Imported> {
     match cluster.node(node) {
         Some(found) if found.is_master() => {}
         Some(_) => {
@@ -73,7 +80,13 @@ pub fn from_kubeadm(cluster: &Cluster, dir: &Path, node: &str) -> anyhow::Result
             )))
         }
     }
-    if !dir.join("ca.crt").is_file() {
+    if !dir.is_dir() {
+        return Err(bad_input(format!(
+            "{}: not a folder (--from-kubeadm takes a copy of a master's /etc/kubernetes/pki)",
+            dir.display()
+        )));
+    }
+    if !dir.join("ca.crt").exists() {
         return Err(bad_input(format!(
             "{}: not a kubeadm pki folder (no ca.crt)",
             dir.display()
@@ -81,9 +94,9 @@ pub fn from_kubeadm(cluster: &Cluster, dir: &Path, node: &str) -> anyhow::Result
     }
     let read = |relative: &str| -> anyhow::Result<Option<Source>> {
         let label = dir.join(relative);
-        match std::fs::read(&label) {
+        match input_file::read_regular(&label, MAX_TEXT_FILE) {
             Ok(bytes) => Ok(Some(Source { label, bytes })),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) if error.is_not_found() => Ok(None),
             Err(error) => Err(bad_input(format!("{}: {error}", label.display()))),
         }
     };
@@ -169,13 +182,13 @@ pub fn from_kubeadm(cluster: &Cluster, dir: &Path, node: &str) -> anyhow::Result
             });
         }
     }
-    adopt(cluster, items, Vec::new())
+    adopt(cluster, lock, items, Vec::new())
 }
 
 /// The string values of one kubetool hiera file (all its YAML documents).
 fn read_hiera(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     use serde::Deserialize;
-    let text = std::fs::read_to_string(path)
+    let text = input_file::read_text(path, MAX_TEXT_FILE)
         .map_err(|error| bad_input(format!("{}: {error}", path.display())))?;
     let mut values = BTreeMap::new();
     for document in serde_norway::Deserializer::from_str(&text) {
@@ -202,7 +215,7 @@ const KUBETOOL_KUBERNETES_CA: &str = "kubernetes::kubernetes_ca_crt";
 /// Adopt kubetool's hiera folder: CAs, the service-account pair and the
 /// etcd client from `<Os>.yaml`, etcd server/peer/client certificates from
 /// each master's `<host>.yaml`.
-pub fn from_kubetool(cluster: &Cluster, dir: &Path) -> anyhow::Result<Imported> {
+pub fn from_kubetool(cluster: &Cluster, lock: &RunLock, dir: &Path) -> anyhow::Result<Imported> {
     let entries =
         std::fs::read_dir(dir).map_err(|error| bad_input(format!("{}: {error}", dir.display())))?;
     let mut files: Vec<PathBuf> = Vec::new();
@@ -352,11 +365,16 @@ pub fn from_kubetool(cluster: &Cluster, dir: &Path) -> anyhow::Result<Imported> 
             }
         }
     }
-    adopt(cluster, items, warnings)
+    adopt(cluster, lock, items, warnings)
 }
 
 /// Check every item against its CA and the store, then write the new files.
-fn adopt(cluster: &Cluster, items: Vec<Item>, warnings: Vec<String>) -> anyhow::Result<Imported> {
+fn adopt(
+    cluster: &Cluster,
+    lock: &RunLock,
+    items: Vec<Item>,
+    warnings: Vec<String>,
+) -> anyhow::Result<Imported> {
     let store = Store::open(&cluster.pki_dir);
     let mut problems: Vec<String> = Vec::new();
     let mut pending: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -496,7 +514,11 @@ fn adopt(cluster: &Cluster, items: Vec<Item>, warnings: Vec<String>) -> anyhow::
     }
 
     // The store as it would be must pass the same check as `pki generate`.
-    generate::plan(cluster, &store.with_pending(pending.clone()))?;
+    // Expired material is adopted (it is what the cluster runs on), but
+    // said, with the way to renew it.
+    let plan = generate::plan(cluster, &store.with_pending(pending.clone()))?;
+    let mut warnings = warnings;
+    warnings.extend(plan.expired_messages());
 
     let files: Vec<NewFile> = pending
         .into_iter()
@@ -513,7 +535,7 @@ fn adopt(cluster: &Cluster, items: Vec<Item>, warnings: Vec<String>) -> anyhow::
             }
         })
         .collect();
-    atomic_write::write_batch(store.dir(), &files)?;
+    atomic_write::write_batch(lock, store.dir(), &files)?;
     Ok(Imported {
         files: files.into_iter().map(|file| file.relative).collect(),
         warnings,

@@ -2,8 +2,6 @@
 //! file and every kubeconfig's client certificate, with the CA that signed
 //! it (found by checking signatures, not by trusting names).
 
-use std::path::Path;
-
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -39,18 +37,14 @@ pub struct Report {
     pub authorities: Vec<Entry>,
 }
 
-/// Read every certificate and kubeconfig of the store.
+/// Every certificate and kubeconfig of a checked store (see
+/// [`super::check`]): nothing is read from disk here.
 pub fn inspect(store: &Store) -> anyhow::Result<Report> {
-    if !store.dir().is_dir() {
-        return Err(bad_input(format!(
-            "{}: no PKI store; run `ocfk8s pki generate` first",
-            store.dir().display()
-        )));
+    if !store.is_checked() {
+        anyhow::bail!("inspecting a PKI store that was not checked");
     }
     let now = OffsetDateTime::now_utc().unix_timestamp();
-    let mut files = Vec::new();
-    walk(store.dir(), store.dir(), &mut files)?;
-    files.sort();
+    let files = store.files();
 
     let mut authorities = Vec::new();
     let mut signers = Vec::new();
@@ -125,22 +119,6 @@ fn entry(
         residual_seconds: not_after - now,
         authority,
     })
-}
-
-fn walk(base: &Path, dir: &Path, files: &mut Vec<String>) -> anyhow::Result<()> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|error| anyhow::anyhow!("reading {}: {error}", dir.display()))?;
-    for entry in entries {
-        let path = entry
-            .map_err(|error| anyhow::anyhow!("reading {}: {error}", dir.display()))?
-            .path();
-        if path.is_dir() {
-            walk(base, &path, files)?;
-        } else if let Ok(relative) = path.strip_prefix(base) {
-            files.push(relative.to_string_lossy().into_owned());
-        }
-    }
-    Ok(())
 }
 
 fn date_time(timestamp: i64) -> OffsetDateTime {

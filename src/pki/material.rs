@@ -22,21 +22,18 @@ pub struct Certificate {
 }
 
 impl Certificate {
-    /// Parse one PEM certificate; `file` names it in errors.
+    /// Parse a file holding exactly one PEM certificate; `file` names it
+    /// in errors. A second certificate (a bundle) is refused: whatever is
+    /// in a store's CA file is trusted by every node it is shipped to.
     pub fn parse(file: &Path, bytes: &[u8]) -> anyhow::Result<Certificate> {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| bad_input(format!("{}: not a PEM certificate", file.display())))?;
-        let block = pem::parse(text).map_err(|error| {
-            bad_input(format!(
-                "{}: not a PEM certificate (truncated?): {error}",
-                file.display()
-            ))
-        })?;
+        let block = single_block(file, text, "certificate")?;
         if block.tag() != "CERTIFICATE" {
             return Err(bad_input(format!(
                 "{}: expected a CERTIFICATE, found a {} PEM block",
                 file.display(),
-                block.tag()
+                pem_tag(block.tag())
             )));
         }
         let der = block.into_contents();
@@ -98,10 +95,76 @@ impl Certificate {
             .unwrap_or_default()
     }
 
+    pub fn validity(&self) -> anyhow::Result<Validity> {
+        let parsed = self.x509()?;
+        Ok(Validity {
+            not_before: parsed.validity().not_before.timestamp(),
+            not_after: parsed.validity().not_after.timestamp(),
+        })
+    }
+
     pub fn is_ca(&self) -> bool {
         self.x509()
             .map(|certificate| certificate.is_ca())
             .unwrap_or(false)
+    }
+}
+
+const PRIVATE_KEY_TAGS: [&str; 3] = ["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"];
+
+/// A PEM tag for a message: short and printable, since it comes from the
+/// file (which may hold anything).
+fn pem_tag(tag: &str) -> String {
+    crate::input_file::excerpt(tag, 40)
+}
+
+/// The one PEM block of `text`; none, several or an unreadable one is bad
+/// input naming `file`. Never quotes the contents (they may be a key).
+fn single_block(file: &Path, text: &str, what: &str) -> anyhow::Result<pem::Pem> {
+    let blocks = pem::parse_many(text).map_err(|error| {
+        bad_input(format!(
+            "{}: not a PEM {what} (truncated?): {error}",
+            file.display()
+        ))
+    })?;
+    let count = blocks.len();
+    let mut blocks = blocks.into_iter();
+    match (blocks.next(), count) {
+        (Some(block), 1) => Ok(block),
+        (None, _) => Err(bad_input(format!(
+            "{}: not a PEM {what}: no PEM block found",
+            file.display()
+        ))),
+        (Some(_), count) => Err(bad_input(format!(
+            "{}: holds {count} PEM blocks; the file must hold exactly one {what}",
+            file.display()
+        ))),
+    }
+}
+
+/// When a certificate may be used: not before and not after, UNIX seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Validity {
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl Validity {
+    /// Why the certificate cannot be used at `now`, if it cannot.
+    pub fn problem(&self, now: i64) -> Option<String> {
+        if now > self.not_after {
+            Some(format!(
+                "expired on {}",
+                super::inspect::rfc3339(self.not_after)
+            ))
+        } else if now < self.not_before {
+            Some(format!(
+                "not valid before {}",
+                super::inspect::rfc3339(self.not_before)
+            ))
+        } else {
+            None
+        }
     }
 }
 
@@ -112,10 +175,20 @@ pub struct PrivateKey {
 }
 
 impl PrivateKey {
-    /// Parse a PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    /// Parse a file holding exactly one PEM private key: PKCS#8, PKCS#1
+    /// (RSA) or SEC1 (EC).
     pub fn parse(file: &Path, bytes: &[u8]) -> anyhow::Result<PrivateKey> {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| bad_input(format!("{}: not a PEM private key", file.display())))?;
+        let block = single_block(file, text, "private key")?;
+        if !PRIVATE_KEY_TAGS.contains(&block.tag()) {
+            return Err(bad_input(format!(
+                "{}: expected a private key (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY), \
+                 found a {} PEM block",
+                file.display(),
+                pem_tag(block.tag())
+            )));
+        }
         let pair = KeyPair::from_pem(text).map_err(|error| {
             bad_input(format!(
                 "{}: not a usable private key (PKCS#8, PKCS#1 RSA or SEC1 EC PEM): {error}",
@@ -153,9 +226,15 @@ pub fn public_key_matches(public: &[u8], key: &PrivateKey) -> bool {
     let Ok(text) = std::str::from_utf8(public) else {
         return false;
     };
-    let Ok(block) = pem::parse(text) else {
+    let Ok(blocks) = pem::parse_many(text) else {
         return false;
     };
+    let [block] = blocks.as_slice() else {
+        return false;
+    };
+    if block.tag() != "PUBLIC KEY" {
+        return false;
+    }
     match x509_parser::x509::SubjectPublicKeyInfo::from_der(block.contents()) {
         Ok((_, spki)) => spki.subject_public_key.data.as_ref() == key.pair.der_bytes(),
         Err(_) => false,

@@ -28,48 +28,183 @@
 //! ```
 //!
 //! Certificate and public key files are 0644, private keys and kubeconfigs
-//! 0600, folders 0700. The store only ever grows: [`ensure`] (what
+//! 0600, folders 0700. The store only ever grows: [`generate`] (what
 //! `pki generate` runs) checks everything that exists and adds what the
 //! inventory lacks, [`import`] adopts an existing cluster's material, and
 //! [`inspect`] reads expiry for `certs check`. What each certificate is
 //! (identity, usages, SANs, issuer) is one table in [`certlist`].
+//!
+//! # One writer, one reader
+//!
+//! Every write goes through [`atomic_write`] under the exclusive run lock
+//! ([`crate::lock`]): a batch is committed by a journal, so a run killed at
+//! any instant leaves a store the next writer finishes or rolls back
+//! ([`atomic_write::recover`]). Every read goes through [`load`] (or
+//! [`generate`], which checks the same way before it writes): under the
+//! shared run lock, every file the inventory needs is read without
+//! following symlinks ([`store_file`]) and checked (each key against its
+//! certificate, each leaf and kubeconfig against its CA, validity dates);
+//! the [`Store`] it returns hands out only those checked bytes, never the
+//! disk again. So nothing renders, prints or ships a file that was not
+//! checked in the same run.
 
 pub(crate) mod atomic_write;
 pub(crate) mod certlist;
+#[doc(hidden)]
+pub mod fuzz_support;
 mod generate;
 pub(crate) mod import;
 pub(crate) mod inspect;
 pub(crate) mod issue;
 pub(crate) mod kubeconfig;
 pub(crate) mod material;
+pub(crate) mod store_file;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
-pub use generate::{generate, reissue, Generated};
+pub(crate) use generate::generate_locked;
+pub use generate::Generated;
+pub use tls::check_operator_tls;
 
+use crate::error::bad_input;
 use crate::inventory::Cluster;
+use crate::lock::{self, RunLock};
+use crate::printer::Printer;
 
-/// Make the store complete for `cluster` and open it: creates whatever is
-/// missing (see [`generate`]) and never replaces existing material. Fails
-/// with bad input (exit 2), writing nothing, when the existing store is
-/// inconsistent. Other code (rendering, operations) calls this before
-/// reading the store.
-pub fn ensure(cluster: &Cluster) -> anyhow::Result<Store> {
-    generate(cluster)?;
-    Ok(Store::open(&cluster.pki_dir))
+/// Take the exclusive run lock for a command that writes the store,
+/// waiting a while for another run (saying so), and make the store whole
+/// after an interrupted run.
+pub(crate) fn lock_for_writing(
+    cluster: &Cluster,
+    command: &str,
+    printer: &Printer,
+) -> anyhow::Result<RunLock> {
+    let lock = lock::acquire_waiting(&cluster.pki_dir, command, lock::STORE_WAIT, &|message| {
+        printer.info(message)
+    })?;
+    recover(&lock, cluster, printer)?;
+    Ok(lock)
 }
 
-/// Read access to a PKI store on disk.
+/// Finish or roll back what an interrupted run began (see
+/// [`atomic_write::recover`]), saying what was done.
+pub(crate) fn recover(lock: &RunLock, cluster: &Cluster, printer: &Printer) -> anyhow::Result<()> {
+    let recovered = atomic_write::recover(lock, &cluster.pki_dir)?;
+    if recovered.finished > 0 {
+        printer.warn(&format!(
+            "{}: finished writing {} file(s) an interrupted run had committed",
+            cluster.pki_dir.display(),
+            recovered.finished
+        ));
+    }
+    if recovered.removed > 0 {
+        printer.warn(&format!(
+            "{}: removed {} temporary file(s) an interrupted run left",
+            cluster.pki_dir.display(),
+            recovered.removed
+        ));
+    }
+    Ok(())
+}
+
+/// `pki generate`: take the run lock (waiting for a concurrent run, then
+/// seeing what it made), recover, check the store and create whatever is
+/// missing. See [`generate_locked`].
+pub fn generate(cluster: &Cluster, printer: &Printer) -> anyhow::Result<Generated> {
+    let lock = lock_for_writing(cluster, "pki generate", printer)?;
+    generate_locked(cluster, &lock).map(|(generated, _)| generated)
+}
+
+/// Re-issue the leaves `select` picks (new keys, new serials, same CAs)
+/// under the run lock: the PKI half of `rotate-certs`. See
+/// [`generate::reissue`].
+pub fn reissue(
+    cluster: &Cluster,
+    printer: &Printer,
+    select: impl Fn(&certlist::LeafSpec) -> bool,
+) -> anyhow::Result<Generated> {
+    let lock = lock_for_writing(cluster, "rotate-certs", printer)?;
+    generate::reissue(cluster, &lock, select)
+}
+
+/// Make the store complete for `cluster` and open it, checking it once:
+/// what [`generate`] does, returning the checked store. The caller holds
+/// the exclusive run lock.
+pub(crate) fn ensure(cluster: &Cluster, lock: &RunLock) -> anyhow::Result<(Generated, Store)> {
+    generate_locked(cluster, lock)
+}
+
+/// The store as checked, with what the check found that does not make it
+/// unreadable but that the caller must act on.
+pub struct Checked {
+    pub store: Store,
+    /// Certificates expired or not yet valid, one message each, naming the
+    /// file and how to renew it.
+    pub expired: Vec<String>,
+    /// Sound material that no longer matches the inventory.
+    pub warnings: Vec<String>,
+}
+
+/// Open and check the store of `cluster` for reading: the shared run lock
+/// is held while the files are read, an interrupted write is finished
+/// first, and everything the inventory needs must be present and sound
+/// (else bad input, exit 2, naming the files). Certificates outside their
+/// validity are reported in [`Checked::expired`].
+pub fn check(cluster: &Cluster, printer: &Printer) -> anyhow::Result<Checked> {
+    let dir = &cluster.pki_dir;
+    let waiting = |message: &str| printer.info(message);
+    let Some(shared) = lock::acquire_shared(dir, lock::STORE_WAIT, &waiting)? else {
+        return Err(bad_input(format!(
+            "{}: no PKI store; run `ocfk8s pki generate` first",
+            dir.display()
+        )));
+    };
+    if atomic_write::has_journal(dir) {
+        // A batch was committed but not finished: finish it (which needs
+        // the exclusive lock) before reading.
+        drop(shared);
+        let exclusive = lock_for_writing(cluster, "pki recover", printer)?;
+        let checked = generate::check_complete(cluster, &Store::open(dir));
+        drop(exclusive);
+        return checked;
+    }
+    let checked = generate::check_complete(cluster, &Store::open(dir));
+    drop(shared);
+    checked
+}
+
+/// [`check`], refusing certificates outside their validity: what every
+/// command that ships or prints store material uses.
+pub fn load(cluster: &Cluster, printer: &Printer) -> anyhow::Result<Store> {
+    let checked = check(cluster, printer)?;
+    if !checked.expired.is_empty() {
+        return Err(bad_input(format!(
+            "the PKI store {} holds certificates that cannot be used now:\n  {}",
+            cluster.pki_dir.display(),
+            checked.expired.join("\n  ")
+        )));
+    }
+    Ok(checked.store)
+}
+
+/// Read access to a PKI store. Outside this module a `Store` comes only
+/// from [`load`]/[`check`] (or `pki generate`): then it holds the checked
+/// bytes of every file the inventory needs and never reads the disk again.
 #[derive(Clone)]
 pub struct Store {
     dir: PathBuf,
     /// Files about to be written (an import being checked), seen as if they
     /// were already in the store.
     pending: Arc<BTreeMap<String, Vec<u8>>>,
+    /// Once checked: the only files this store hands out.
+    checked: Option<Arc<BTreeMap<String, Vec<u8>>>>,
+    /// While being checked: every file read so far.
+    seen: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -78,15 +213,19 @@ impl std::fmt::Debug for Store {
         formatter
             .debug_struct("Store")
             .field("dir", &self.dir)
+            .field("checked", &self.checked.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Store {
-    pub fn open(dir: &Path) -> Self {
+    /// The store on disk, not checked: only for the checks themselves.
+    pub(crate) fn open(dir: &Path) -> Self {
         Store {
             dir: dir.to_path_buf(),
             pending: Arc::default(),
+            checked: None,
+            seen: Arc::default(),
         }
     }
 
@@ -95,7 +234,40 @@ impl Store {
         Store {
             dir: self.dir.clone(),
             pending: Arc::new(pending),
+            checked: None,
+            seen: Arc::default(),
         }
+    }
+
+    /// The checked view: what was read while checking, plus `written`.
+    pub(crate) fn into_checked(self, written: &[atomic_write::NewFile]) -> Store {
+        let mut files = self
+            .seen
+            .lock()
+            .map(|seen| seen.clone())
+            .unwrap_or_default();
+        for file in written {
+            files.insert(file.relative.clone(), file.contents.clone());
+        }
+        Store {
+            dir: self.dir,
+            pending: Arc::default(),
+            checked: Some(Arc::new(files)),
+            seen: Arc::default(),
+        }
+    }
+
+    /// Whether reading it found no file at all (an empty store).
+    pub(crate) fn nothing_read(&self) -> bool {
+        self.seen
+            .lock()
+            .map(|seen| seen.is_empty())
+            .unwrap_or(false)
+    }
+
+    /// Whether this store was checked (see [`load`]).
+    pub fn is_checked(&self) -> bool {
+        self.checked.is_some()
     }
 
     pub fn dir(&self) -> &Path {
@@ -107,24 +279,35 @@ impl Store {
         self.dir.join(relative)
     }
 
-    /// The bytes of a store file, or `None` when it does not exist.
+    /// Store-relative paths of the checked files, in order (empty for an
+    /// unchecked store).
+    pub fn files(&self) -> Vec<String> {
+        self.checked
+            .as_ref()
+            .map(|files| files.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The bytes of a store file, or `None` when it does not exist (or, for
+    /// a checked store, was not checked).
     pub fn read_optional(&self, relative: &str) -> anyhow::Result<Option<Vec<u8>>> {
         if let Some(bytes) = self.pending.get(relative) {
             return Ok(Some(bytes.clone()));
         }
-        let path = self.dir.join(relative);
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(error) => {
-                Err(error).with_context(|| format!("reading PKI store file {}", path.display()))
-            }
+        if let Some(checked) = &self.checked {
+            return Ok(checked.get(relative).cloned());
         }
+        let bytes = store_file::read(&self.dir, relative)?;
+        if let (Some(bytes), Ok(mut seen)) = (&bytes, self.seen.lock()) {
+            seen.insert(relative.to_string(), bytes.clone());
+        }
+        Ok(bytes)
     }
 
     /// The bytes of a store file, by its path relative to the store.
     pub fn read(&self, relative: &str) -> anyhow::Result<Vec<u8>> {
-        let path = self.dir.join(relative);
-        std::fs::read(&path).with_context(|| format!("reading PKI store file {}", path.display()))
+        self.read_optional(relative)?
+            .ok_or_else(|| bad_input(format!("{}: missing", self.path(relative).display())))
+            .with_context(|| format!("reading PKI store file {relative}"))
     }
 }

@@ -395,13 +395,17 @@ pub(super) fn render_host(
                     store.dir().display()
                 ))
             })?,
-            Source::Operator { path, field } => std::fs::read(path).map_err(|error| {
-                bad_input(format!(
-                    "cannot read {} ({field} in {}): {error}",
-                    path.display(),
-                    cluster.inventory_path.display()
-                ))
-            })?,
+            Source::Operator { path, field } => {
+                crate::input_file::read_regular(path, crate::input_file::MAX_TEXT_FILE).map_err(
+                    |error| {
+                        bad_input(format!(
+                            "cannot read {} ({field} in {}): {error}",
+                            path.display(),
+                            cluster.inventory_path.display()
+                        ))
+                    },
+                )?
+            }
             Source::Template(_) => {
                 to_render.push(item);
                 continue;

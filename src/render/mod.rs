@@ -122,7 +122,8 @@ impl RenderOptions {
 /// Errors are bad input (exit 2) when the PKI store is missing or lacks a
 /// file (the message says to run `ocfk8s pki generate`), when an override
 /// template is broken (naming its file and line), when the operator's
-/// `tls_cert`/`tls_key` cannot be read, or when `options.etcd` names a
+/// `tls_cert`/`tls_key` cannot be read or the key is not the certificate's,
+/// or when `options.etcd` names a
 /// member that is not a master.
 pub fn render_cluster(
     cluster: &Cluster,
@@ -130,7 +131,11 @@ pub fn render_cluster(
     options: &RenderOptions,
 ) -> anyhow::Result<Vec<HostFiles>> {
     check_etcd_members(cluster, &options.etcd)?;
+    if !store.is_checked() {
+        anyhow::bail!("rendering needs the checked PKI store (`pki::load`)");
+    }
     check_store(cluster, store)?;
+    crate::pki::check_operator_tls(cluster)?;
     let templates = templates::Templates::load(options.templates_dir.as_deref())?;
     cluster
         .nodes()

@@ -51,8 +51,8 @@ impl Cluster {
     }
 }
 
-/// Every file below `dir` with its content hash, mode and mtime: equal
-/// snapshots mean not one byte, mode or timestamp changed.
+/// Every file below `dir` (but the run lock) with its content hash, mode
+/// and mtime: equal snapshots mean not one byte, mode or timestamp changed.
 pub fn snapshot(dir: &Path) -> BTreeMap<String, (String, u32, i64, i64)> {
     let mut files = BTreeMap::new();
     fn walk(base: &Path, dir: &Path, files: &mut BTreeMap<String, (String, u32, i64, i64)>) {
@@ -61,6 +61,10 @@ pub fn snapshot(dir: &Path) -> BTreeMap<String, (String, u32, i64, i64)> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
+            // The run lock says who runs now; it is not store material.
+            if entry.file_name() == ".ocfk8s.lock" {
+                continue;
+            }
             let metadata = std::fs::symlink_metadata(&path).expect("metadata");
             let relative = path
                 .strip_prefix(base)

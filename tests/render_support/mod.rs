@@ -39,7 +39,11 @@ impl Rendered {
 
     /// The PKI store `render` generated.
     pub fn store(&self) -> ocfk8s::pki::Store {
-        ocfk8s::pki::Store::open(&self.cluster().pki_dir)
+        ocfk8s::pki::load(
+            &self.cluster(),
+            &ocfk8s::printer::Printer::new(0, true, true),
+        )
+        .expect("checked store")
     }
 
     /// A rendered file's text.
