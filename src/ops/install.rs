@@ -68,8 +68,9 @@ impl InstallWork {
             .collect()
     }
 
-    /// The binaries must already be on the hosts: nothing will place them
-    /// before the services start.
+    /// The binaries must already be on the hosts: services start in this
+    /// run and nothing will place the binaries first. (A files-only run
+    /// needs none.)
     pub(crate) fn needs_binaries_present(&self, phases: &[Phase]) -> bool {
         let starts_services = phases.iter().any(|phase| {
             matches!(
@@ -78,7 +79,7 @@ impl InstallWork {
             )
         });
         let placed = self.runs && self.method != InstallMethod::None;
-        !placed && (starts_services || self.runs)
+        starts_services && !placed
     }
 }
 
