@@ -5,6 +5,7 @@ pub mod cli;
 mod commands;
 pub mod error;
 pub mod input_file;
+mod install;
 pub mod inventory;
 mod lock;
 mod ops;

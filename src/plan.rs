@@ -39,6 +39,9 @@ pub(crate) struct FileChange {
     pub(crate) secret: bool,
     pub(crate) sha256: String,
     pub(crate) old_sha256: Option<String>,
+    /// A binary placed by the install phase: shown by its sha256.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) binary: bool,
     /// Unified diff, for changed non-secret files when old contents are known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) diff: Option<String>,
@@ -90,11 +93,36 @@ pub(crate) struct HostPlan {
     pub(crate) files: Vec<FileChange>,
     pub(crate) stray_temporaries: Vec<String>,
     pub(crate) services: Vec<ServiceChange>,
+    /// Packages the install phase would install (`method = "apt"`), as
+    /// `name=version` requests.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) packages: Vec<String>,
 }
+
+/// A binary in `bin_dir` that a unit runs: its sha256 is part of the unit's
+/// inputs, so a new binary restarts the service through the same plan as a
+/// new configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BinaryInput {
+    /// Absolute path on the host (`<bin_dir>/kubelet`).
+    pub(crate) path: String,
+    /// What the install phase will place there (`method = "upload"`, the
+    /// phase not skipped); `None`: whatever the host holds is what the
+    /// service runs, and nothing is planned for the file itself.
+    pub(crate) sha256: Option<String>,
+    /// Units that run it.
+    pub(crate) restarts: Vec<String>,
+}
+
+/// The mode of every binary ocfk8s places.
+pub(crate) const BINARY_MODE: u32 = 0o755;
 
 impl HostPlan {
     pub(crate) fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.stray_temporaries.is_empty() && self.services.is_empty()
+        self.files.is_empty()
+            && self.stray_temporaries.is_empty()
+            && self.services.is_empty()
+            && self.packages.is_empty()
     }
 
     /// Changed non-secret files whose diff needs the old contents.
@@ -111,9 +139,15 @@ pub(crate) fn sha256_hex(contents: &[u8]) -> String {
     hex::encode(Sha256::digest(contents))
 }
 
-/// What `host` needs to hold exactly `desired` and run its services in
-/// `scope` with those files.
-pub(crate) fn plan_host(desired: &HostFiles, state: &HostState, scope: ServiceScope) -> HostPlan {
+/// What `host` needs to hold exactly `desired` (and `binaries` whose
+/// sha256 is given) and run its services in `scope` with those files and
+/// binaries.
+pub(crate) fn plan_host(
+    desired: &HostFiles,
+    binaries: &[BinaryInput],
+    state: &HostState,
+    scope: ServiceScope,
+) -> HostPlan {
     let mut files = Vec::new();
     for file in &desired.files {
         let sha256 = sha256_hex(&file.contents);
@@ -134,16 +168,45 @@ pub(crate) fn plan_host(desired: &HostFiles, state: &HostState, scope: ServiceSc
                 secret: file.secret,
                 sha256,
                 old_sha256: actual.map(|remote| remote.sha256),
+                binary: false,
                 diff: None,
             });
         }
     }
-    let services = plan_services(desired, state, scope);
+    for binary in binaries {
+        let Some(sha256) = &binary.sha256 else {
+            continue;
+        };
+        let actual = state.files.get(&binary.path).cloned().flatten();
+        let action = match &actual {
+            None => Some(FileAction::Add),
+            Some(remote) if &remote.sha256 != sha256 => Some(FileAction::Change),
+            Some(remote) if remote.mode != BINARY_MODE || !remote.root_owned => {
+                Some(FileAction::Mode)
+            }
+            Some(_) => None,
+        };
+        if let Some(action) = action {
+            files.push(FileChange {
+                path: binary.path.clone(),
+                action,
+                mode: BINARY_MODE,
+                old_mode: actual.as_ref().map(|remote| remote.mode),
+                secret: false,
+                sha256: sha256.clone(),
+                old_sha256: actual.map(|remote| remote.sha256),
+                binary: true,
+                diff: None,
+            });
+        }
+    }
+    let services = plan_services(desired, binaries, state, scope);
     HostPlan {
         node: desired.node.clone(),
         files,
         stray_temporaries: state.temporaries.clone(),
         services,
+        packages: Vec::new(),
     }
 }
 
@@ -173,17 +236,43 @@ pub(crate) fn add_diffs(plan: &mut HostPlan, desired: &HostFiles, old: &BTreeMap
     }
 }
 
-/// The combined SHA-256 of the files that are `unit`'s inputs.
-pub(crate) fn unit_inputs(desired: &HostFiles, unit: &str) -> String {
-    let mut hasher = Sha256::new();
-    for file in desired
+/// The combined SHA-256 of `unit`'s inputs: the files naming it and the
+/// binaries it runs (their desired sha256, else what `state` says the host
+/// holds; an absent binary counts as zeros), in path order.
+pub(crate) fn unit_inputs(
+    desired: &HostFiles,
+    binaries: &[BinaryInput],
+    state: &HostState,
+    unit: &str,
+) -> String {
+    let names = |restarts: &[String]| restarts.iter().any(|name| name == unit);
+    let mut inputs: Vec<(&str, Vec<u8>)> = desired
         .files
         .iter()
-        .filter(|file| file.restarts.iter().any(|name| name == unit))
-    {
-        hasher.update(file.path.as_bytes());
+        .filter(|file| names(&file.restarts))
+        .map(|file| (file.path.as_str(), Sha256::digest(&file.contents).to_vec()))
+        .collect();
+    for binary in binaries.iter().filter(|binary| names(&binary.restarts)) {
+        let sha256 = binary.sha256.clone().or_else(|| {
+            state
+                .files
+                .get(&binary.path)
+                .cloned()
+                .flatten()
+                .map(|remote| remote.sha256)
+        });
+        let digest = sha256
+            .and_then(|hex| hex::decode(hex).ok())
+            .unwrap_or_else(|| vec![0; 32]);
+        inputs.push((binary.path.as_str(), digest));
+    }
+    // Files alone come sorted already; sorting keeps their hash as before.
+    inputs.sort_by(|a, b| a.0.cmp(b.0));
+    let mut hasher = Sha256::new();
+    for (path, digest) in inputs {
+        hasher.update(path.as_bytes());
         hasher.update([0]);
-        hasher.update(Sha256::digest(&file.contents));
+        hasher.update(digest);
     }
     hex::encode(hasher.finalize())
 }
@@ -192,6 +281,7 @@ pub(crate) fn unit_inputs(desired: &HostFiles, unit: &str) -> String {
 /// start order.
 fn plan_services(
     desired: &HostFiles,
+    binaries: &[BinaryInput],
     state: &HostState,
     scope: ServiceScope,
 ) -> Vec<ServiceChange> {
@@ -205,7 +295,7 @@ fn plan_services(
                 return None;
             }
             let unit = units::unit(name);
-            let inputs = unit_inputs(desired, name);
+            let inputs = unit_inputs(desired, binaries, state, name);
             let active = state.services.get(name).map(String::as_str);
             let recorded = state.stamps.get(name);
             let (action, reason) = if unit.daemon && active != Some("active") {
@@ -272,7 +362,7 @@ pub(crate) fn text(plans: &[HostPlan]) -> String {
                         "  + {} (mode {:04o}{})",
                         file.path,
                         file.mode,
-                        secret_note(file)
+                        hash_note(file)
                     );
                 }
                 FileAction::Change => {
@@ -283,7 +373,7 @@ pub(crate) fn text(plans: &[HostPlan]) -> String {
                         }
                         _ => String::new(),
                     };
-                    let _ = writeln!(out, "  ~ {}{mode}{}", file.path, secret_note(file));
+                    let _ = writeln!(out, "  ~ {}{mode}{}", file.path, hash_note(file));
                     if let Some(diff) = &file.diff {
                         for line in diff.lines() {
                             let _ = writeln!(out, "      {line}");
@@ -311,6 +401,9 @@ pub(crate) fn text(plans: &[HostPlan]) -> String {
                 "  - {temporary} (temporary left by an interrupted run)"
             );
         }
+        for package in &plan.packages {
+            let _ = writeln!(out, "  + package {package} (install phase)");
+        }
         for service in &plan.services {
             let _ = writeln!(
                 out,
@@ -334,13 +427,18 @@ pub(crate) fn text(plans: &[HostPlan]) -> String {
     out
 }
 
-fn secret_note(file: &FileChange) -> String {
-    if !file.secret {
+/// Secrets and binaries are shown by their hashes only.
+fn hash_note(file: &FileChange) -> String {
+    let kind = if file.secret {
+        "secret"
+    } else if file.binary {
+        "upload"
+    } else {
         return String::new();
-    }
+    };
     match &file.old_sha256 {
-        Some(old) => format!(", secret: sha256 {} -> {}", short(old), short(&file.sha256)),
-        None => format!(", secret: sha256 {}", short(&file.sha256)),
+        Some(old) => format!(", {kind}: sha256 {} -> {}", short(old), short(&file.sha256)),
+        None => format!(", {kind}: sha256 {}", short(&file.sha256)),
     }
 }
 
@@ -428,7 +526,7 @@ mod tests {
             state.services.insert(unit.to_string(), "active".into());
             state
                 .stamps
-                .insert(unit.to_string(), unit_inputs(desired, unit));
+                .insert(unit.to_string(), unit_inputs(desired, &[], &state, unit));
         }
         state
     }
@@ -436,7 +534,7 @@ mod tests {
     #[test]
     fn a_host_holding_everything_has_an_empty_plan() {
         let desired = desired();
-        let plan = plan_host(&desired, &converged(&desired), ALL);
+        let plan = plan_host(&desired, &[], &converged(&desired), ALL);
         assert!(plan.is_empty(), "{plan:?}");
         assert!(text(&[plan]).contains("Nothing to do"));
     }
@@ -450,7 +548,7 @@ mod tests {
         state.stamps.insert("etcd.service".into(), "0".repeat(64));
         // nginx was never recorded: reloaded, not restarted.
         state.stamps.remove("nginx.service");
-        let plan = plan_host(&desired, &state, ALL);
+        let plan = plan_host(&desired, &[], &state, ALL);
         assert!(plan.files.is_empty());
         let services: Vec<(&str, ServiceAction, &str)> = plan
             .services
@@ -470,7 +568,7 @@ mod tests {
         );
         assert_eq!(
             plan.services[0].inputs_sha256,
-            unit_inputs(&desired, "etcd.service")
+            unit_inputs(&desired, &[], &state, "etcd.service")
         );
 
         // A stopped unit is started whatever its record says.
@@ -478,7 +576,7 @@ mod tests {
         state
             .services
             .insert("etcd.service".into(), "failed".into());
-        let plan = plan_host(&desired, &state, ALL);
+        let plan = plan_host(&desired, &[], &state, ALL);
         assert_eq!(plan.services.len(), 1);
         assert_eq!(plan.services[0].action, ServiceAction::Start);
         assert_eq!(plan.services[0].reason, "failed");
@@ -491,6 +589,7 @@ mod tests {
         };
         assert!(plan_host(
             &desired,
+            &[],
             &HostState {
                 services: Default::default(),
                 ..converged(&desired)
@@ -498,6 +597,63 @@ mod tests {
             files_only
         )
         .is_empty());
+    }
+
+    #[test]
+    fn a_new_binary_is_a_file_change_and_restarts_the_unit_that_runs_it() {
+        let desired = HostFiles {
+            node: "w1".into(),
+            files: vec![file(
+                "/etc/systemd/system/kube-proxy.service",
+                "[Service]\n",
+                0o644,
+                false,
+                &["kube-proxy.service"],
+            )],
+        };
+        let held = |sha256: &str| BinaryInput {
+            path: "/usr/bin/kube-proxy".into(),
+            sha256: Some(sha256.into()),
+            restarts: vec!["kube-proxy.service".into()],
+        };
+        let old = sha256_hex(b"old kube-proxy");
+        let new = sha256_hex(b"new kube-proxy");
+        let mut state = converged(&desired);
+        state.files.insert(
+            "/usr/bin/kube-proxy".into(),
+            Some(RemoteFile {
+                sha256: old.clone(),
+                mode: 0o755,
+                root_owned: true,
+            }),
+        );
+        // Running with the old binary, recorded as such.
+        let inputs = unit_inputs(&desired, &[held(&old)], &state, "kube-proxy.service");
+        state.stamps.insert("kube-proxy.service".into(), inputs);
+        assert!(plan_host(&desired, &[held(&old)], &state, ALL).is_empty());
+        // The same binary, known only from the host, gives the same inputs.
+        let as_held = BinaryInput {
+            sha256: None,
+            ..held(&old)
+        };
+        assert!(plan_host(&desired, &[as_held], &state, ALL).is_empty());
+
+        let plan = plan_host(&desired, &[held(&new)], &state, ALL);
+        assert_eq!(plan.files.len(), 1);
+        assert!(plan.files[0].binary);
+        assert_eq!(plan.files[0].action, FileAction::Change);
+        assert_eq!(plan.services.len(), 1);
+        assert_eq!(plan.services[0].unit, "kube-proxy.service");
+        assert_eq!(plan.services[0].action, ServiceAction::Restart);
+        let shown = text(&[plan]);
+        assert!(
+            shown.contains(&format!(
+                "~ /usr/bin/kube-proxy, upload: sha256 {} -> {}",
+                &old[..16],
+                &new[..16]
+            )),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -526,7 +682,7 @@ mod tests {
             .temporaries
             .push("/etc/.etcd.conf.ocfk8s-tmp-x".into());
 
-        let mut plan = plan_host(&desired, &state, ALL);
+        let mut plan = plan_host(&desired, &[], &state, ALL);
         let old = BTreeMap::from([("/etc/etcd.conf".to_string(), b"a\nc\n".to_vec())]);
         add_diffs(&mut plan, &desired, &old);
 

@@ -32,11 +32,18 @@ pub(crate) fn show(
     exit_code: bool,
     printer: &Printer,
 ) -> anyhow::Result<()> {
+    let work = crate::ops::install::prepare(cluster, phases)?;
     let store = crate::pki::load(cluster, printer)?;
     let desired = desired_files(cluster, &store, global.templates.as_deref())?;
     let plans = fleet::runtime()?.block_on(async {
         let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
-        let fleet = Fleet::connect_all(cluster, global, &progress).await?;
+        let mut fleet = Fleet::connect_all(cluster, global, &progress).await?;
+        fleet.set_install(cluster, &work);
+        for (host, problems) in fleet.preflight_problems(cluster, &work, phases) {
+            for problem in problems.errors.iter().chain(&problems.warnings) {
+                printer.warn(&format!("{host}: preflight: {problem}"));
+            }
+        }
         let plans = fleet
             .survey(&desired, phases, output == TextOrJson::Text, &progress)
             .await;

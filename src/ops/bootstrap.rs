@@ -39,6 +39,7 @@ use super::addons;
 use super::desired::desired_files;
 use super::fleet::{self, Fleet};
 use super::health;
+use super::install::{self, InstallWork};
 
 /// Where static pod manifests live; their writes restart pods.
 const MANIFESTS: &str = "/etc/kubernetes/manifests/";
@@ -58,18 +59,7 @@ pub(crate) fn run(
     printer: &Printer,
 ) -> anyhow::Result<()> {
     let phases = phases_to_run(&args.phases.skip_phases)?;
-    let missing: Vec<&str> = phases
-        .iter()
-        .filter(|phase| !implemented(**phase, cluster))
-        .map(|phase| phase.name())
-        .collect();
     if args.dry_run {
-        if !missing.is_empty() {
-            printer.warn(&format!(
-                "the {} phase(s) cannot run yet (not implemented); showing the plan of the others",
-                missing.join(", ")
-            ));
-        }
         return crate::commands::plan::show(
             cluster,
             global,
@@ -79,50 +69,34 @@ pub(crate) fn run(
             printer,
         );
     }
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "bootstrap: the {} phase{} cannot run yet (not implemented); skip {} with --skip-phases {}",
-            missing.join(", "),
-            if missing.len() == 1 { "" } else { "s" },
-            if missing.len() == 1 { "it" } else { "them" },
-            missing.join(",")
-        );
-    }
+    // Local checks first: a missing file to upload changes nothing anywhere.
+    let work = install::prepare(cluster, &phases)?;
     let lock = crate::lock::acquire(&cluster.pki_dir, "bootstrap")?;
     printer.detail(&format!("holding the run lock {}", lock.path().display()));
 
     fleet::runtime()?.block_on(async {
         printer.info("preflight: connecting to every host");
         let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
-        let fleet = Fleet::connect_all(cluster, global, &progress).await?;
+        let mut fleet = Fleet::connect_all(cluster, global, &progress).await?;
+        fleet.set_install(cluster, &work);
         let run = Run {
             cluster,
             global,
             lock: &lock,
             phases: &phases,
             fleet: &fleet,
+            work: &work,
             printer,
             progress: &progress,
         };
-        let result = run.phases().await;
+        let result = match run.preflight() {
+            Ok(()) => run.phases().await,
+            Err(error) => Err(error),
+        };
         drop(progress);
         fleet.close().await;
         result
     })
-}
-
-fn implemented(phase: Phase, cluster: &Cluster) -> bool {
-    match phase {
-        Phase::Preflight
-        | Phase::Pki
-        | Phase::Files
-        | Phase::Etcd
-        | Phase::ControlPlane
-        | Phase::Nodes
-        | Phase::Lb
-        | Phase::Addons => true,
-        Phase::Install => cluster.install.method == InstallMethod::None,
-    }
 }
 
 struct Run<'a> {
@@ -131,11 +105,48 @@ struct Run<'a> {
     lock: &'a crate::lock::RunLock,
     phases: &'a [Phase],
     fleet: &'a Fleet,
+    work: &'a InstallWork,
     printer: &'a Printer,
     progress: &'a HostProgress,
 }
 
 impl Run<'_> {
+    /// Refuse hosts preflight finds unfit, before anything is written;
+    /// show its warnings.
+    fn preflight(&self) -> anyhow::Result<()> {
+        let problems = self
+            .fleet
+            .preflight_problems(self.cluster, self.work, self.phases);
+        for (host, found) in &problems {
+            for warning in &found.warnings {
+                self.printer.warn(&format!("{host}: preflight: {warning}"));
+            }
+        }
+        let failed: Vec<&(String, super::preflight::Problems)> = problems
+            .iter()
+            .filter(|(_, found)| !found.errors.is_empty())
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let mut message = format!(
+            "step `preflight` failed on {} host{} ({})",
+            failed.len(),
+            if failed.len() == 1 { "" } else { "s" },
+            failed
+                .iter()
+                .map(|(host, _)| host.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (host, found) in failed {
+            for error in &found.errors {
+                message.push_str(&format!("\n  {host}: preflight: {error}"));
+            }
+        }
+        Err(anyhow::anyhow!(message))
+    }
+
     async fn phases(&self) -> anyhow::Result<()> {
         // The pki phase cannot be skipped and comes first: it checks the
         // store once, and everything after renders from that checked store.
@@ -153,9 +164,7 @@ impl Run<'_> {
                     )?);
                     store = Some(checked);
                 }
-                Phase::Install => self
-                    .printer
-                    .info("install: nothing to install ([install] method = \"none\")"),
+                Phase::Install => self.install().await?,
                 Phase::Files => self.files(desired_ref(&desired)?).await?,
                 Phase::Etcd => self.etcd(desired_ref(&desired)?).await?,
                 Phase::ControlPlane => self.control_plane(desired_ref(&desired)?).await?,
@@ -168,6 +177,31 @@ impl Run<'_> {
                     self.addons(desired_ref(&desired)?, store).await?
                 }
             }
+        }
+        Ok(())
+    }
+
+    async fn install(&self) -> anyhow::Result<()> {
+        if self.work.method == InstallMethod::None {
+            self.printer.info(&format!(
+                "install: nothing to install ([install] method = \"none\"); every host holds its binaries in {}",
+                self.cluster.install.bin_dir
+            ));
+            return Ok(());
+        }
+        let summaries = install::run(self.cluster, self.work, self.fleet, self.progress).await?;
+        let changed = summaries
+            .iter()
+            .filter(|summary| summary.contains("uploaded") || summary.contains("installed:"))
+            .count();
+        if changed == 0 {
+            self.printer
+                .output("install: nothing to do: every host holds its binaries.");
+        } else {
+            self.printer.output(&format!(
+                "install: binaries or packages installed on {changed} of {} host(s).",
+                summaries.len()
+            ));
         }
         Ok(())
     }
@@ -437,7 +471,7 @@ impl Run<'_> {
             };
             let manifests = only_manifests(self.desired_of(desired, host)?);
             let scope = self.fleet.scope(host, self.phases);
-            let plan = fleet::survey_host(host, &manifests, scope).await?;
+            let plan = fleet::survey_host(host, &manifests, &[], scope).await?;
             let changes = changes_for(&plans, &host.name);
             self.progress.start(&host.name, "control-plane");
             if !plan.files.is_empty() || !plan.stray_temporaries.is_empty() {

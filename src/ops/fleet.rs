@@ -6,17 +6,21 @@
 //! itself; each step still reports per host and fails naming every host
 //! that failed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
 
 use crate::cli::GlobalArgs;
-use crate::inventory::{Cluster, Node};
+use crate::install::{binaries_for, AptRequest};
+use crate::inventory::{Cluster, InstallMethod, Node};
 use crate::phase::Phase;
-use crate::plan::{self, HostPlan, ServiceScope};
+use crate::plan::{self, BinaryInput, HostPlan, ServiceScope};
 use crate::printer::HostProgress;
-use crate::remote::{self, Connector, FileWrite, Host, WriteReport};
+use crate::remote::{self, Connector, FactsRequest, FileWrite, Host, HostFacts, WriteReport};
 use crate::render::HostFiles;
+
+use super::install::InstallWork;
+use super::preflight::{self, Problems};
 
 pub(crate) struct Fleet {
     connector: Connector,
@@ -25,6 +29,11 @@ pub(crate) struct Fleet {
     /// Names of the connected hosts that are masters.
     masters: BTreeSet<String>,
     pub(crate) concurrency: usize,
+    /// Per host: the binaries its units run, as unit inputs (see
+    /// [`Fleet::set_install`]).
+    binaries: BTreeMap<String, Vec<BinaryInput>>,
+    /// Per host, when the install phase runs apt: what it installs.
+    apt: BTreeMap<String, AptRequest>,
 }
 
 /// A tokio runtime for one command.
@@ -57,13 +66,14 @@ impl Fleet {
             false,
             progress,
             |node| async move {
-                let host = connector_ref.connect(node).await?;
-                let facts = preflight(&host).await?;
-                Ok((host, facts))
+                let mut host = connector_ref.connect(node).await?;
+                host.facts = preflight(cluster, &host, node.is_master()).await?;
+                let summary = facts_summary(&host.facts);
+                Ok((host, summary))
             },
         )
         .await?;
-        Ok(Fleet {
+        let mut fleet = Fleet {
             connector,
             hosts,
             masters: nodes
@@ -72,7 +82,80 @@ impl Fleet {
                 .map(|node| node.name.clone())
                 .collect(),
             concurrency,
-        })
+            binaries: BTreeMap::new(),
+            apt: BTreeMap::new(),
+        };
+        fleet.set_install(
+            cluster,
+            &InstallWork {
+                method: cluster.install.method,
+                runs: false,
+                uploads: Vec::new(),
+            },
+        );
+        Ok(fleet)
+    }
+
+    /// Plan with what `work` will install: uploaded binaries become file
+    /// changes and their hashes the inputs of the units that run them;
+    /// apt's packages appear in the plans.
+    pub(crate) fn set_install(&mut self, cluster: &Cluster, work: &InstallWork) {
+        let bin_dir = &cluster.install.bin_dir;
+        self.binaries = self
+            .hosts
+            .iter()
+            .map(|host| {
+                let master = self.masters.contains(&host.name);
+                (host.name.clone(), work.binary_inputs(bin_dir, master))
+            })
+            .collect();
+        self.apt = if work.runs && work.method == InstallMethod::Apt {
+            self.hosts
+                .iter()
+                .map(|host| {
+                    let master = self.masters.contains(&host.name);
+                    (host.name.clone(), AptRequest::for_node(cluster, master))
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+    }
+
+    pub(crate) fn is_master(&self, name: &str) -> bool {
+        self.masters.contains(name)
+    }
+
+    /// The binaries `host`'s units run.
+    pub(crate) fn binaries(&self, host: &Host) -> &[BinaryInput] {
+        self.binaries
+            .get(&host.name)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Preflight's verdict on every host, from the facts read at connect
+    /// time; hosts without problems are left out.
+    pub(crate) fn preflight_problems(
+        &self,
+        cluster: &Cluster,
+        work: &InstallWork,
+        phases: &[Phase],
+    ) -> Vec<(String, Problems)> {
+        let need_binaries = work.needs_binaries_present(phases);
+        self.hosts
+            .iter()
+            .map(|host| {
+                let problems = preflight::check_host(
+                    &host.facts,
+                    self.is_master(&host.name),
+                    &cluster.install.bin_dir,
+                    need_binaries,
+                );
+                (host.name.clone(), problems)
+            })
+            .filter(|(_, problems)| *problems != Problems::default())
+            .collect()
     }
 
     /// Connect to every node of the inventory with the run's flags
@@ -113,7 +196,12 @@ impl Fleet {
             false,
             progress,
             |(host, desired)| async move {
-                let mut plan = survey_host(host, desired, self.scope(host, phases)).await?;
+                let mut plan =
+                    survey_host(host, desired, self.binaries(host), self.scope(host, phases))
+                        .await?;
+                if let Some(request) = self.apt.get(&host.name) {
+                    plan.packages = request.missing(&host.facts.packages);
+                }
                 let to_diff = plan.paths_to_diff();
                 if diffs && !to_diff.is_empty() {
                     let old = remote::read_files(host, &to_diff).await?;
@@ -144,7 +232,9 @@ impl Fleet {
             true,
             progress,
             |(host, desired)| async move {
-                let plan = survey_host(host, desired, self.scope(host, phases)).await?;
+                let plan =
+                    survey_host(host, desired, self.binaries(host), self.scope(host, phases))
+                        .await?;
                 let writes: Vec<FileWrite<'_>> = plan
                     .files
                     .iter()
@@ -217,35 +307,54 @@ impl Fleet {
     }
 }
 
-/// Check a freshly connected host can run the engine's scripts as root.
-async fn preflight(host: &Host) -> anyhow::Result<String> {
-    let output = host
-        .run_script(
-            "set -e\n\
-             [ \"$(id -u)\" = 0 ] || { echo 'not running as root' >&2; exit 1; }\n\
-             for tool in sha256sum stat base64 find mktemp sync mv chmod chown; do\n\
-               command -v \"$tool\" >/dev/null 2>&1 || { echo \"$tool is missing\" >&2; exit 1; }\n\
-             done\n\
-             uname -sr\n",
-        )
-        .await
-        .context("preflight")?;
-    Ok(output.stdout.trim().to_string())
+/// Check a freshly connected host can run the engine's scripts as root,
+/// and read its facts (one round trip).
+async fn preflight(cluster: &Cluster, host: &Host, master: bool) -> anyhow::Result<HostFacts> {
+    let binaries: Vec<&str> = binaries_for(master).map(|binary| binary.name).collect();
+    let packages = if cluster.install.method == InstallMethod::Apt {
+        AptRequest::for_node(cluster, master).names()
+    } else {
+        Vec::new()
+    };
+    remote::read_facts(
+        host,
+        &FactsRequest {
+            bin_dir: &cluster.install.bin_dir,
+            binaries: &binaries,
+            packages: &packages,
+        },
+    )
+    .await
+    .context("preflight")
 }
 
+/// One line for the connect step: OS, architecture, kernel.
+fn facts_summary(facts: &HostFacts) -> String {
+    let mut parts = Vec::new();
+    if !facts.os.is_empty() {
+        parts.push(facts.os.clone());
+    }
+    parts.push(facts.arch.clone());
+    parts.push(facts.kernel.clone());
+    parts.join(", ")
+}
+
+/// Read `host`'s state for `desired`'s files and `binaries`, and plan.
 pub(crate) async fn survey_host(
     host: &Host,
     desired: &HostFiles,
+    binaries: &[BinaryInput],
     scope: ServiceScope<'_>,
 ) -> anyhow::Result<HostPlan> {
-    let paths: Vec<&str> = desired
+    let mut paths: Vec<&str> = desired
         .files
         .iter()
         .map(|file| file.path.as_str())
         .collect();
+    paths.extend(binaries.iter().map(|binary| binary.path.as_str()));
     let units = plan::managed_units(desired);
     let state = remote::read_state(host, &paths, &units).await?;
-    Ok(plan::plan_host(desired, &state, scope))
+    Ok(plan::plan_host(desired, binaries, &state, scope))
 }
 
 fn summary_of(plan: &HostPlan) -> String {

@@ -6,4 +6,6 @@ pub(crate) mod bootstrap;
 pub(crate) mod desired;
 pub(crate) mod fleet;
 pub(crate) mod health;
+pub(crate) mod install;
+pub(crate) mod preflight;
 pub(crate) mod status;

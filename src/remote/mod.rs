@@ -9,17 +9,23 @@
 
 mod certs;
 pub(crate) mod etcdctl;
+mod facts;
 mod fanout;
 mod session;
 pub(crate) mod shell;
 mod state;
 pub(crate) mod systemd;
+mod upload;
 mod write;
 
 pub(crate) use certs::{read_certificates, HostCertificate};
+#[cfg(test)]
+pub(crate) use facts::Listener;
+pub(crate) use facts::{read_facts, BinaryPresence, FactsRequest, HostFacts};
 pub(crate) use fanout::for_each_host;
 pub(crate) use session::{Connector, Host};
 #[cfg(test)]
 pub(crate) use state::RemoteFile;
 pub(crate) use state::{read_files, read_state, HostState};
+pub(crate) use upload::upload_file;
 pub(crate) use write::{write_files, FileWrite, WriteReport};

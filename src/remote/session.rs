@@ -42,6 +42,8 @@ pub(crate) struct Connector {
 /// `sudo -n` otherwise.
 pub(crate) struct Host {
     pub(crate) name: String,
+    /// What preflight found on the host (filled in once connected).
+    pub(crate) facts: super::facts::HostFacts,
     session: Session,
     user: String,
     sudo: bool,
@@ -150,6 +152,7 @@ impl Connector {
             })?;
         Ok(Host {
             name: node.name.clone(),
+            facts: Default::default(),
             session,
             user: node.ssh_user.clone(),
             sudo: node.ssh_user != "root",
@@ -304,6 +307,59 @@ impl Host {
         }
         if output.status.success() {
             fed.context("sending the script to the remote shell")?;
+        }
+        Ok(ExecOutput {
+            status: output.status.code(),
+            stdout: output.stdout,
+            stderr,
+        })
+    }
+
+    /// Run `script` with `sh -c` as root, streaming `input` to its stdin
+    /// (a file of any size: it is copied in small buffers, never held
+    /// whole), and return how it ended; like [`Host::exec`], only a failed
+    /// connection or a refused `sudo -n` is an error.
+    pub(crate) async fn exec_streaming(
+        &self,
+        script: &str,
+        mut input: impl tokio::io::AsyncRead + Unpin,
+    ) -> anyhow::Result<ExecOutput> {
+        let mut command = if self.sudo {
+            let mut command = self.session.command("sudo");
+            command.arg("-n").arg("sh");
+            command
+        } else {
+            self.session.command("sh")
+        };
+        command
+            .arg("-c")
+            .arg(script)
+            .stdin(openssh::Stdio::piped())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
+        let mut child = command.spawn().await.context("starting a remote shell")?;
+        let mut stdin = child
+            .stdin()
+            .take()
+            .context("the remote shell has no stdin")?;
+        let feed = async move {
+            tokio::io::copy(&mut input, &mut stdin).await?;
+            stdin.shutdown().await
+        };
+        let (fed, output) = tokio::join!(feed, child.wait_with_output());
+        let output = output.context("waiting for the remote shell")?;
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        if self.sudo && !output.status.success() && stderr.contains("password is required") {
+            bail!(
+                "user {} cannot become root without a password (`sudo -n` refused): allow it passwordless sudo, or connect as root",
+                self.user
+            );
+        }
+        if output.status.code() == Some(255) {
+            bail!("the SSH connection failed: {stderr}");
+        }
+        if output.status.success() {
+            fed.context("streaming to the remote shell")?;
         }
         Ok(ExecOutput {
             status: output.status.code(),

@@ -32,6 +32,16 @@ pub(crate) struct FileWrite<'a> {
     pub(crate) contents_differ: bool,
 }
 
+/// The temporary beside `path` for the run marked `suffix`:
+/// `.<name>.ocfk8s-tmp-<suffix>`, which the state report's sweep finds.
+pub(crate) fn temporary_path(path: &str, suffix: &str) -> String {
+    format!(
+        "{}/.{}{TEMPORARY_MARKER}{suffix}",
+        parent(path).trim_end_matches('/'),
+        file_name(path)
+    )
+}
+
 /// What one batch did on a host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct WriteReport {
@@ -85,11 +95,7 @@ pub(crate) fn write_script(
             by_mode.entry(mode).or_default().push(quote(write.path));
             continue;
         }
-        let temporary = format!(
-            "{}/.{}{TEMPORARY_MARKER}{suffix}",
-            parent(write.path).trim_end_matches('/'),
-            file_name(write.path)
-        );
+        let temporary = temporary_path(write.path, suffix);
         let encoded = engine.encode(write.contents);
         let _ = writeln!(
             script,
@@ -154,7 +160,7 @@ pub(crate) async fn write_files(
     Ok(report)
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     use rand::Rng as _;
     let mut rng = rand::rng();
     (0..12)
