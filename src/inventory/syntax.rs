@@ -46,7 +46,7 @@ pub(crate) fn is_dns_label(text: &str) -> bool {
 /// characters.
 pub(crate) fn is_dns_name(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    !lower.is_empty() && lower.len() <= 253 && lower.split('.').all(|label| is_dns_label(label))
+    !lower.is_empty() && lower.len() <= 253 && lower.split('.').all(is_dns_label)
 }
 
 /// The name part of a Kubernetes qualified name (label key, taint key):
