@@ -909,11 +909,17 @@ fn bounded(
 ) -> u32 {
     match value {
         Some(number) if !range.contains(number.get_ref()) => {
-            let bound = if number.get_ref() < range.start() {
-                format!("at least {}", range.start())
+            let (word, limit) = if number.get_ref() < range.start() {
+                ("at least", *range.start())
             } else {
-                format!("at most {}", range.end())
+                ("at most", *range.end())
             };
+            let unit = if limit == 1 {
+                unit.trim_end_matches('s')
+            } else {
+                unit
+            };
+            let bound = format!("{word} {limit}");
             check.error(
                 &number,
                 field,

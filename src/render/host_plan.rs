@@ -8,6 +8,7 @@ use minijinja::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::bad_input;
+use crate::input_file::{read_regular, MAX_TEXT_FILE};
 use crate::inventory::{Cluster, Cni, Node};
 use crate::pki::Store;
 
@@ -395,13 +396,15 @@ pub(super) fn render_host(
                     store.dir().display()
                 ))
             })?,
-            Source::Operator { path, field } => std::fs::read(path).map_err(|error| {
-                bad_input(format!(
-                    "cannot read {} ({field} in {}): {error}",
-                    path.display(),
-                    cluster.inventory_path.display()
-                ))
-            })?,
+            Source::Operator { path, field } => {
+                read_regular(path, MAX_TEXT_FILE).map_err(|error| {
+                    bad_input(format!(
+                        "cannot read {} ({field} in {}): {error}",
+                        path.display(),
+                        cluster.inventory_path.display()
+                    ))
+                })?
+            }
             Source::Template(_) => {
                 to_render.push(item);
                 continue;

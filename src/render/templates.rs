@@ -369,12 +369,14 @@ fn read_overrides(dir: &Path) -> anyhow::Result<Vec<(String, std::path::PathBuf,
                 known.join(", ")
             )));
         }
-        let text = std::fs::read_to_string(&path).map_err(|error| {
-            bad_input(format!(
-                "cannot read template override {}: {error}",
-                path.display()
-            ))
-        })?;
+        let text = crate::input_file::read_text(&path, crate::input_file::MAX_TEXT_FILE).map_err(
+            |error| {
+                bad_input(format!(
+                    "cannot read template override {}: {error}",
+                    path.display()
+                ))
+            },
+        )?;
         overrides.push((name, path, text));
     }
     Ok(overrides)
