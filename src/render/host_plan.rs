@@ -363,7 +363,7 @@ fn plan(cluster: &Cluster, node: &Node) -> Vec<Planned> {
 }
 
 /// Every PKI store file (relative) that rendering `cluster` reads.
-pub(crate) fn required_store_files(cluster: &Cluster) -> Vec<String> {
+pub fn required_store_files(cluster: &Cluster) -> Vec<String> {
     let mut files: Vec<String> = cluster
         .nodes()
         .flat_map(|node| plan(cluster, node))
