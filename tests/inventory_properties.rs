@@ -42,6 +42,7 @@ fn label_key() -> BoxedStrategy<String> {
         "[a-z][a-z0-9]{0,6}",
         "[a-z]{1,5}\\.(org|io)/[a-zA-Z0-9][a-zA-Z0-9._-]{0,5}[a-zA-Z0-9]",
         Just("node-role.kubernetes.io/ingress".to_string()),
+        Just("topology.kubernetes.io/zone".to_string()),
         Just("123".to_string()),
         Just("true".to_string()),
     ])

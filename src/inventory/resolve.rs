@@ -467,7 +467,7 @@ pub(crate) fn resolve(
             let mut node_labels = BTreeMap::new();
             for (key, value) in labels {
                 let field = format!("{path}.labels");
-                check.check(&key, &field, |key| syntax::label_key(key));
+                check.check(&key, &field, |key| syntax::node_label_key(key));
                 check.check(&value, &field, |value| syntax::label_value(value));
                 node_labels.insert(key.into_inner(), value.into_inner());
             }

@@ -85,6 +85,50 @@ pub(crate) fn label_key(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Labels in the `kubernetes.io` and `k8s.io` namespaces that kubelet may
+/// set on its own Node (`--node-labels`); any other label there makes
+/// kubelet refuse to start (and the NodeRestriction admission plugin
+/// refuses it too).
+const KUBELET_LABELS: &[&str] = &[
+    "kubernetes.io/hostname",
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "failure-domain.beta.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+];
+
+/// Namespaces of the `kubernetes.io` family open to kubelet's labels.
+const KUBELET_LABEL_NAMESPACES: &[&str] = &["kubelet.kubernetes.io", "node.kubernetes.io"];
+
+/// A label kubelet can register its Node with, as kubelet itself checks
+/// `--node-labels`: a valid key outside the reserved `kubernetes.io` and
+/// `k8s.io` namespaces, or one of those kubelet may set.
+pub(crate) fn node_label_key(text: &str) -> Result<(), String> {
+    label_key(text)?;
+    let Some((namespace, _)) = text.split_once('/') else {
+        return Ok(());
+    };
+    let in_namespace = |root: &str| namespace == root || namespace.ends_with(&format!(".{root}"));
+    let reserved = in_namespace("kubernetes.io") || in_namespace("k8s.io");
+    let allowed = KUBELET_LABELS.contains(&text)
+        || KUBELET_LABEL_NAMESPACES
+            .iter()
+            .any(|open| in_namespace(open));
+    if reserved && !allowed {
+        return Err(format!(
+            "{} is in a namespace reserved for Kubernetes: kubelet refuses to start with it; use your own prefix (\"example.org/role\"), node.kubernetes.io/ or kubelet.kubernetes.io/, or set node-role labels with kubectl",
+            shown(text)
+        ));
+    }
+    Ok(())
+}
+
 /// A Kubernetes label value (also a taint value): empty, or what a
 /// qualified name's name part accepts.
 pub(crate) fn label_value(text: &str) -> Result<(), String> {
