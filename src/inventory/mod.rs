@@ -19,7 +19,7 @@ pub use cluster::*;
 pub use diagnostic::{Diagnostic, Location};
 pub use resolve::Resolved;
 pub use starter::starter_inventory;
-pub use syntax::SUPPORTED_KUBERNETES_MINORS;
+pub use syntax::{unusable_address, SUPPORTED_KUBERNETES_MINORS};
 
 use crate::error::bad_input;
 

@@ -193,6 +193,23 @@ pub(crate) fn resolve(
             IpNet::V4(net) => net.prefix_len() > 28,
             IpNet::V6(net) => net.prefix_len() > 124,
         };
+        // kube-apiserver refuses a service network of more than 2^20
+        // addresses (an IPv4 mask shorter than /12, IPv6 shorter than /108).
+        let host_bits = match service.net {
+            IpNet::V4(net) => 32 - net.prefix_len(),
+            IpNet::V6(net) => 128 - net.prefix_len(),
+        };
+        if host_bits > 20 {
+            let longest = match service.net {
+                IpNet::V4(_) => 12,
+                IpNet::V6(_) => 108,
+            };
+            let message = format!(
+                "service_cidr {} is too large: kube-apiserver takes at most 2^20 service addresses (a /{longest} or longer)",
+                service.net
+            );
+            check.error_span(service.span.clone(), "cluster.service_cidr", message);
+        }
         if too_small {
             let message = format!(
                 "service_cidr {} is too small: it needs room for the cluster DNS address (the 10th)",

@@ -418,7 +418,7 @@ fn special_ranges() -> impl Iterator<Item = (IpNet, &'static str)> {
 }
 
 /// Why `address` cannot be a host's address or a VIP, if it cannot.
-pub(crate) fn unusable_address(address: IpAddr) -> Option<String> {
+pub fn unusable_address(address: IpAddr) -> Option<String> {
     if let IpAddr::V6(v6) = address {
         if let Some(v4) = v6.to_ipv4_mapped() {
             return Some(format!(
