@@ -483,7 +483,7 @@ pub(crate) fn resolve(
                 port_number(&mut check, host_port, &format!("{path}.ssh_port")).unwrap_or(ssh_port);
             let mut node_labels = BTreeMap::new();
             for (key, value) in labels {
-                let field = format!("{path}.labels");
+                let field = format!("{path}.labels.{}", shown(key.get_ref()));
                 check.check(&key, &field, |key| syntax::node_label_key(key));
                 check.check(&value, &field, |value| syntax::label_value(value));
                 node_labels.insert(key.into_inner(), value.into_inner());
