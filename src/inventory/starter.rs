@@ -17,6 +17,18 @@ pub fn starter_inventory(masters: &[String], workers: &[String]) -> String {
         )
     };
 
+    // One address family per cluster: IPv6 hosts get IPv6 networks
+    // (unique local addresses, the sizes of kubeadm's IPv6 examples).
+    let ipv6 = masters
+        .first()
+        .and_then(|address| address.parse::<std::net::IpAddr>().ok())
+        .is_some_and(|address| address.is_ipv6());
+    let (pod_cidr, service_cidr) = if ipv6 {
+        ("fd00:10:244::/56", "fd00:10:96::/112")
+    } else {
+        ("10.244.0.0/16", "10.96.0.0/12")
+    };
+
     let mut out = String::new();
     out.push_str(
         r#"# ocfk8s inventory: the one file that describes the cluster.
@@ -26,9 +38,18 @@ pub fn starter_inventory(masters: &[String], workers: &[String]) -> String {
 name = "k8s"                          # DNS label; names the PKI store and certificates
 kubernetes_version = "1.31.4"
 # control_plane_endpoint = "kube.example.org:6443"  # default: first master's address, port 6443
-pod_cidr = "POD_CIDR"{pod_pad}# flannel Network, kube-proxy clusterCIDR
-service_cidr = "SERVICE_CIDR"{service_pad}# 1st IP: the kubernetes Service; 10th: cluster DNS
-cluster_domain = "cluster.local"
+"#,
+    );
+    out.push_str(&commented(
+        &format!("pod_cidr = \"{pod_cidr}\""),
+        "flannel Network, kube-proxy clusterCIDR",
+    ));
+    out.push_str(&commented(
+        &format!("service_cidr = \"{service_cidr}\""),
+        "1st IP: the kubernetes Service; 10th: cluster DNS",
+    ));
+    out.push_str(
+        r#"cluster_domain = "cluster.local"
 cni = "flannel"                       # flannel | weave
 key_algorithm = "ecdsa-p256"          # ecdsa-p256 | rsa-2048
 cert_validity_days = 365
@@ -62,27 +83,6 @@ bin_dir = "/usr/bin"                  # where etcd, etcdctl, kubelet, kube-proxy
 # An odd number of masters: 3 tolerate 1 failure, 5 tolerate 2.
 "#,
     );
-    // One address family per cluster: IPv6 hosts get IPv6 networks
-    // (unique local addresses, the same sizes as kubeadm's IPv6 defaults).
-    let ipv6 = masters
-        .first()
-        .and_then(|address| address.parse::<std::net::IpAddr>().ok())
-        .is_some_and(|address| address.is_ipv6());
-    let (pod_cidr, service_cidr) = if ipv6 {
-        ("fd00:10:244::/56", "fd00:10:96::/112")
-    } else {
-        ("10.244.0.0/16", "10.96.0.0/12")
-    };
-    let pad = |used: usize| " ".repeat(38usize.saturating_sub(used).max(1));
-    out = out
-        .replace(
-            "\"POD_CIDR\"{pod_pad}",
-            &format!("\"{pod_cidr}\"{}", pad(13 + pod_cidr.len())),
-        )
-        .replace(
-            "\"SERVICE_CIDR\"{service_pad}",
-            &format!("\"{service_cidr}\"{}", pad(17 + service_cidr.len())),
-        );
     for (index, address) in masters.iter().enumerate() {
         let _ = write!(
             out,
@@ -98,4 +98,9 @@ bin_dir = "/usr/bin"                  # where etcd, etcdctl, kubelet, kube-proxy
         );
     }
     out
+}
+
+/// `line` with `comment` aligned at column 39, as in the rest of the file.
+fn commented(line: &str, comment: &str) -> String {
+    format!("{line:<38}# {comment}\n")
 }
