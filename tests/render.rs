@@ -650,11 +650,11 @@ fn flannel_coredns_and_ingress_follow_the_inventory() {
     assert!(flannel.contains("\"Network\": \"10.244.0.0/16\""));
     assert!(flannel.contains("\"Type\": \"vxlan\""));
     let coredns = rendered.text("m1", "/etc/kubernetes/addons/coredns.yaml");
-    assert!(coredns.contains("clusterIP: 10.96.0.10\n"));
+    assert!(coredns.contains("clusterIP: \"10.96.0.10\"\n"));
     assert!(coredns.contains("kubernetes cluster.local in-addr.arpa ip6.arpa"));
     let ingress = rendered.text("m1", "/etc/kubernetes/addons/ingress-nginx.yaml");
     assert!(ingress.contains("nodePort: 31234\n"));
-    assert!(ingress.contains("values: [w2]\n"), "{ingress}");
+    assert!(ingress.contains("values: [\"w2\"]\n"), "{ingress}");
     let site = rendered.text("m1", "/etc/nginx/sites-enabled/ocfk8s-ingress.conf");
     assert!(
         site.contains("server 192.0.2.22:31234 max_fails=3"),

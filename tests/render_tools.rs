@@ -263,7 +263,19 @@ fn with_rendered_etc_and_network(
     layers.push("/etc".to_string());
     let lower = format!("lowerdir={}", layers.join(":"));
     Command::new("unshare")
-        .args(["--mount", "--net", "--propagation", "private", "sh", "-ec"])
+        // A private PID namespace too: keepalived's `pgrep -x nginx` must
+        // see this namespace's nginx only, not one running on the machine.
+        .args([
+            "--mount",
+            "--net",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "sh",
+            "-ec",
+        ])
         .arg(format!(
             "mount -t overlay overlay -o {lower} /etc\nmount -t tmpfs tmpfs /tmp\n{script}"
         ))

@@ -504,6 +504,66 @@ fn init_refuses_bad_address() {
 }
 
 #[test]
+fn init_refuses_an_address_no_host_can_have_and_prints_only_what_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_in(dir.path(), &["init", "--master", "127.0.0.1"]);
+    assert_eq!(run.status, 2);
+    assert!(
+        run.stderr.contains("--master \"127.0.0.1\""),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("loopback"), "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    let run = run_in(
+        dir.path(),
+        &[
+            "init",
+            "--master",
+            "10.1.0.1",
+            "--worker",
+            "::ffff:10.1.0.1",
+        ],
+    );
+    assert_eq!(run.status, 2);
+    assert!(run.stderr.contains("IPv4-mapped"), "{}", run.stderr);
+    let run = run_in(
+        dir.path(),
+        &["init", "--master", "10.1.0.1", "--worker", "10.1.0.1"],
+    );
+    assert_eq!(run.status, 2);
+    assert!(
+        run.stderr.contains("already used by master[0]"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn init_gives_ipv6_hosts_ipv6_networks() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_in(
+        dir.path(),
+        &[
+            "init",
+            "--master",
+            "2001:db8::11",
+            "--worker",
+            "2001:db8::21",
+        ],
+    );
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    std::fs::write(dir.path().join("inventory.toml"), &run.stdout).unwrap();
+    let check = run_in(dir.path(), &["-i", "inventory.toml", "validate"]);
+    assert_eq!(check.status, 0, "{}", check.stderr);
+    assert!(
+        check.stdout.contains("pods fd00:10:244::/56"),
+        "{}",
+        check.stdout
+    );
+}
+
+#[test]
 fn bad_usage_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let run = run_in(dir.path(), &["frobnicate"]);

@@ -1,7 +1,8 @@
 //! `ocfk8s init`: print a commented starter inventory (see
 //! [`crate::inventory::starter_inventory`]). Only the addresses are checked
-//! here, before anything is printed: a host needs an IP, since certificates
-//! and etcd URLs are built from it. `ocfk8s validate` checks the rest.
+//! here, before anything is printed: a host needs a usable IP, since
+//! certificates and etcd URLs are built from it; and the inventory printed
+//! is validated as `ocfk8s validate` would, so it never fails to validate.
 
 use std::net::IpAddr;
 
@@ -16,10 +17,18 @@ pub(crate) fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<()> {
         .map(|address| ("--master", address))
         .chain(args.workers.iter().map(|address| ("--worker", address)))
     {
-        if address.parse::<IpAddr>().is_err() {
-            return Err(bad_input(format!(
-                "{flag} {address:?}: not an IP address (certificates and etcd URLs need the host's IP)"
-            )));
+        let shown = crate::input_file::excerpt(address, 64);
+        match address.parse::<IpAddr>() {
+            Err(_) => {
+                return Err(bad_input(format!(
+                    "{flag} \"{shown}\": not an IP address (certificates and etcd URLs need the host's IP)"
+                )));
+            }
+            Ok(ip) => {
+                if let Some(why) = crate::inventory::unusable_address(ip) {
+                    return Err(bad_input(format!("{flag} \"{shown}\": {why}")));
+                }
+            }
         }
     }
     if args.masters.is_empty() && !args.workers.is_empty() {
@@ -27,9 +36,10 @@ pub(crate) fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<()> {
             "--worker without --master: a cluster needs at least one master",
         ));
     }
-    printer.output(&crate::inventory::starter_inventory(
-        &args.masters,
-        &args.workers,
-    ));
+    let text = crate::inventory::starter_inventory(&args.masters, &args.workers);
+    // What init prints must validate: repeated addresses or mixed address
+    // families are refused here, with the inventory's own words.
+    crate::inventory::from_str(std::path::Path::new("<init>"), &text)?;
+    printer.output(&text);
     Ok(())
 }

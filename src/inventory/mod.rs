@@ -11,6 +11,7 @@ mod diagnostic;
 mod raw;
 mod resolve;
 mod starter;
+mod syntax;
 
 use std::path::Path;
 
@@ -18,15 +19,18 @@ pub use cluster::*;
 pub use diagnostic::{Diagnostic, Location};
 pub use resolve::Resolved;
 pub use starter::starter_inventory;
+pub use syntax::{unusable_address, SUPPORTED_KUBERNETES_MINORS};
 
 use crate::error::bad_input;
 
-/// Read, parse and validate an inventory file.
+/// Read, parse and validate an inventory file. Only a regular UTF-8 file
+/// of at most [`crate::input_file::MAX_TEXT_FILE`] bytes is read, so a FIFO
+/// or a device named by mistake cannot hang or exhaust the run.
 ///
 /// Errors are [`crate::error::BadInput`] (exit status 2) listing every
 /// problem, each with its file, line:column and field.
 pub fn load(path: &Path) -> anyhow::Result<Resolved> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::input_file::read_text(path, crate::input_file::MAX_TEXT_FILE)
         .map_err(|error| bad_input(format!("cannot read inventory {}: {error}", path.display())))?;
     from_str(path, &text)
 }

@@ -38,18 +38,18 @@ pub(crate) struct RawCluster {
     pub key_algorithm: Option<Spanned<String>>,
     pub cert_validity_days: Option<Spanned<u32>>,
     pub ca_validity_days: Option<Spanned<u32>>,
-    pub pki_dir: Option<String>,
-    pub templates_dir: Option<String>,
+    pub pki_dir: Option<Spanned<String>>,
+    pub templates_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSsh {
-    pub user: Option<String>,
-    pub port: Option<u16>,
-    pub identity_file: Option<String>,
-    pub known_hosts: Option<String>,
-    pub jump_host: Option<String>,
+    pub user: Option<Spanned<String>>,
+    pub port: Option<Spanned<u16>>,
+    pub identity_file: Option<Spanned<String>>,
+    pub known_hosts: Option<Spanned<String>>,
+    pub jump_host: Option<Spanned<String>>,
     pub concurrency: Option<Spanned<u32>>,
     pub connect_timeout_secs: Option<Spanned<u32>>,
 }
@@ -59,7 +59,7 @@ pub(crate) struct RawSsh {
 pub(crate) struct RawInstall {
     pub method: Option<Spanned<String>>,
     pub bin_dir: Option<Spanned<String>>,
-    pub upload_from: Option<String>,
+    pub upload_from: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,10 +80,10 @@ pub(crate) struct RawIngress {
 pub(crate) struct RawHost {
     pub name: Spanned<String>,
     pub address: Spanned<String>,
-    pub ssh_user: Option<String>,
-    pub ssh_port: Option<u16>,
+    pub ssh_user: Option<Spanned<String>>,
+    pub ssh_port: Option<Spanned<u16>>,
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
-    pub taints: Vec<String>,
+    pub taints: Vec<Spanned<String>>,
 }

@@ -1,8 +1,18 @@
 //! Raw inventory to validated [`Cluster`]: every rule of the inventory
 //! contract, with all problems collected so one run shows all of them.
+//!
+//! This is the one place where inventory values are judged. Besides the
+//! cross-field rules (unique names and addresses, networks that do not
+//! overlap, one address family), every string is checked against what its
+//! destination accepts ([`super::syntax`]): a value that reaches a unit
+//! file, a manifest, a keepalived or nginx configuration or an ssh command
+//! line cannot carry a newline, a quote or an option into it. Numbers are
+//! bounded so that nothing downstream (certificate dates, fan-out) can
+//! overflow. Messages quote values only as short excerpts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -11,6 +21,21 @@ use serde_spanned::Spanned;
 use super::cluster::*;
 use super::diagnostic::{Diagnostic, SourceMap};
 use super::raw::*;
+use super::syntax::{self, shown};
+
+/// The longest CA lifetime accepted: 100 years keeps every date well inside
+/// what X.509 and the certificate library can express.
+pub const MAX_CA_VALIDITY_DAYS: u32 = 36_500;
+/// The longest leaf certificate lifetime accepted (10 years).
+pub const MAX_CERT_VALIDITY_DAYS: u32 = 3_650;
+/// The most SSH connections a run opens at once.
+pub const MAX_CONCURRENCY: u32 = 1_024;
+/// The longest SSH connect timeout, in seconds.
+pub const MAX_CONNECT_TIMEOUT_SECS: u32 = 3_600;
+
+/// The longest parser message kept whole; longer ones (which quote the
+/// offending value) are cut in the middle.
+const MAX_MESSAGE: usize = 400;
 
 /// The result of resolving an inventory that had no errors.
 #[derive(Debug)]
@@ -27,7 +52,11 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn error<T>(&mut self, value: &Spanned<T>, field: &str, message: impl Into<String>) {
-        let location = self.source.at(Some(value.span()), field.to_string());
+        self.error_span(Some(value.span()), field, message);
+    }
+
+    fn error_span(&mut self, span: Option<Range<usize>>, field: &str, message: impl Into<String>) {
+        let location = self.source.at(span, field.to_string());
         self.errors.push(Diagnostic {
             location,
             message: message.into(),
@@ -35,11 +64,23 @@ impl Checker<'_> {
     }
 
     fn error_at_field(&mut self, field: &str, message: impl Into<String>) {
-        let location = self.source.at(None, field.to_string());
-        self.errors.push(Diagnostic {
-            location,
-            message: message.into(),
-        });
+        self.error_span(None, field, message);
+    }
+
+    /// Record `rule`'s refusal of `value`, if it refuses.
+    fn check<T>(
+        &mut self,
+        value: &Spanned<T>,
+        field: &str,
+        rule: impl FnOnce(&T) -> Result<(), String>,
+    ) -> bool {
+        match rule(value.get_ref()) {
+            Ok(()) => true,
+            Err(message) => {
+                self.error(value, field, message);
+                false
+            }
+        }
     }
 
     fn warn(&mut self, field: Option<&str>, message: impl Into<String>) {
@@ -56,12 +97,29 @@ impl Checker<'_> {
 pub(crate) fn parse(file: &Path, text: &str) -> Result<RawInventory, Vec<Diagnostic>> {
     toml::from_str::<RawInventory>(text).map_err(|error| {
         let source = SourceMap::new(file, text);
-        let message = error.message().trim().to_string();
+        let message = short_message(error.message().trim());
         vec![Diagnostic {
             location: source.at(error.span(), None),
             message,
         }]
     })
+}
+
+/// A parser message fit to print: control characters escaped, and when it
+/// quotes a long value, cut in the middle so its start and its end (what
+/// was expected) both remain.
+fn short_message(message: &str) -> String {
+    let count = message.chars().count();
+    if count <= MAX_MESSAGE {
+        return crate::input_file::excerpt(message, MAX_MESSAGE);
+    }
+    let head: String = message.chars().take(MAX_MESSAGE / 2).collect();
+    let tail: String = message.chars().skip(count - MAX_MESSAGE / 4).collect();
+    format!(
+        "{} … {}",
+        crate::input_file::excerpt(&head, MAX_MESSAGE),
+        crate::input_file::excerpt(&tail, MAX_MESSAGE)
+    )
 }
 
 /// Resolve a parsed inventory. `file` is the inventory path, used for
@@ -104,19 +162,16 @@ pub(crate) fn resolve(
         templates_dir,
     } = cluster;
 
-    if !is_dns_label(name.get_ref()) {
+    if !syntax::is_dns_label(name.get_ref()) {
         check.error(&name, "cluster.name", not_a_label(name.get_ref()));
     }
-    if !is_kubernetes_version(kubernetes_version.get_ref()) {
-        check.error(
-            &kubernetes_version,
-            "cluster.kubernetes_version",
-            format!(
-                "{:?} is not a Kubernetes release such as \"1.31.4\"",
-                kubernetes_version.get_ref()
-            ),
-        );
-    }
+    let version = match syntax::kubernetes_version(kubernetes_version.get_ref()) {
+        Ok(version) => version,
+        Err(message) => {
+            check.error(&kubernetes_version, "cluster.kubernetes_version", message);
+            String::new()
+        }
+    };
 
     let pod_cidr = parse_cidr(&mut check, pod_cidr, "cluster.pod_cidr", "10.244.0.0/16");
     let service_cidr = parse_cidr(
@@ -125,40 +180,52 @@ pub(crate) fn resolve(
         "cluster.service_cidr",
         "10.96.0.0/12",
     );
-    if let (Some(pod), Some((service, span))) = (&pod_cidr, &service_cidr) {
-        if pod.0.contains(&service.network()) || service.contains(&pod.0.network()) {
-            let message = format!("service_cidr {service} overlaps pod_cidr {}", pod.0);
-            match span {
-                Some(span) => check.error(span, "cluster.service_cidr", message),
-                None => check.error_at_field("cluster.service_cidr", message),
-            }
+    if let (Some(pod), Some(service)) = (&pod_cidr, &service_cidr) {
+        if pod.net.contains(&service.net.network()) || service.net.contains(&pod.net.network()) {
+            let message = format!("service_cidr {} overlaps pod_cidr {}", service.net, pod.net);
+            check.error_span(service.span.clone(), "cluster.service_cidr", message);
         }
     }
-    if let Some((service, span)) = &service_cidr {
+    if let Some(service) = &service_cidr {
         // kubeadm's rule: the DNS service IP is the 10th address, so the
         // network needs at least 16 addresses.
-        let too_small = match service {
+        let too_small = match service.net {
             IpNet::V4(net) => net.prefix_len() > 28,
             IpNet::V6(net) => net.prefix_len() > 124,
         };
+        // kube-apiserver refuses a service network of more than 2^20
+        // addresses (an IPv4 mask shorter than /12, IPv6 shorter than /108).
+        let host_bits = match service.net {
+            IpNet::V4(net) => 32 - net.prefix_len(),
+            IpNet::V6(net) => 128 - net.prefix_len(),
+        };
+        if host_bits > 20 {
+            let longest = match service.net {
+                IpNet::V4(_) => 12,
+                IpNet::V6(_) => 108,
+            };
+            let message = format!(
+                "service_cidr {} is too large: kube-apiserver takes at most 2^20 service addresses (a /{longest} or longer)",
+                service.net
+            );
+            check.error_span(service.span.clone(), "cluster.service_cidr", message);
+        }
         if too_small {
             let message = format!(
-                "service_cidr {service} is too small: it needs room for the cluster DNS address (the 10th)"
+                "service_cidr {} is too small: it needs room for the cluster DNS address (the 10th)",
+                service.net
             );
-            match span {
-                Some(span) => check.error(span, "cluster.service_cidr", message),
-                None => check.error_at_field("cluster.service_cidr", message),
-            }
+            check.error_span(service.span.clone(), "cluster.service_cidr", message);
         }
     }
 
     let cluster_domain = match cluster_domain {
         Some(domain) => {
-            if !is_dns_name(domain.get_ref()) {
+            if !syntax::is_dns_name(domain.get_ref()) {
                 check.error(
                     &domain,
                     "cluster.cluster_domain",
-                    format!("{:?} is not a DNS domain", domain.get_ref()),
+                    format!("{} is not a DNS domain", shown(domain.get_ref())),
                 );
             }
             domain.into_inner()
@@ -185,26 +252,39 @@ pub(crate) fn resolve(
         ],
     );
 
-    let cert_validity_days = positive_days(
+    let cert_validity_span = cert_validity_days.as_ref().map(Spanned::span);
+    let cert_validity_days = bounded(
         &mut check,
         cert_validity_days,
         "cluster.cert_validity_days",
         365,
+        1..=MAX_CERT_VALIDITY_DAYS,
+        "days",
     );
-    let ca_validity_days = positive_days(
+    let ca_validity_days = bounded(
         &mut check,
         ca_validity_days,
         "cluster.ca_validity_days",
         3650,
+        1..=MAX_CA_VALIDITY_DAYS,
+        "days",
     );
     if cert_validity_days > ca_validity_days {
-        check.error_at_field(
+        check.error_span(
+            cert_validity_span,
             "cluster.cert_validity_days",
             format!(
                 "certificates ({cert_validity_days} days) cannot outlive their CA (ca_validity_days = {ca_validity_days})"
             ),
         );
     }
+    let pki_dir = local_path(&mut check, &base_dir, pki_dir, "cluster.pki_dir");
+    let templates_dir = local_path(
+        &mut check,
+        &base_dir,
+        templates_dir,
+        "cluster.templates_dir",
+    );
 
     // SSH.
     let RawSsh {
@@ -216,30 +296,47 @@ pub(crate) fn resolve(
         concurrency,
         connect_timeout_secs,
     } = ssh;
-    let ssh_user = user.unwrap_or_else(|| "root".to_string());
-    let ssh_port = port.unwrap_or(22);
-    let concurrency = match concurrency {
-        Some(value) if *value.get_ref() == 0 => {
-            check.error(&value, "ssh.concurrency", "must be at least 1");
-            1
+    let ssh_user = match user {
+        Some(user) => {
+            check.check(&user, "ssh.user", |user| syntax::ssh_user(user));
+            user.into_inner()
         }
-        Some(value) => value.into_inner() as usize,
-        None => 32,
+        None => "root".to_string(),
     };
-    let connect_timeout_secs = match connect_timeout_secs {
-        Some(value) if *value.get_ref() == 0 => {
-            check.error(&value, "ssh.connect_timeout_secs", "must be at least 1");
-            10
+    let ssh_port = port_number(&mut check, port, "ssh.port").unwrap_or(22);
+    let concurrency = bounded(
+        &mut check,
+        concurrency,
+        "ssh.concurrency",
+        32,
+        1..=MAX_CONCURRENCY,
+        "connections",
+    ) as usize;
+    let connect_timeout_secs = bounded(
+        &mut check,
+        connect_timeout_secs,
+        "ssh.connect_timeout_secs",
+        10,
+        1..=MAX_CONNECT_TIMEOUT_SECS,
+        "seconds",
+    );
+    for (value, field) in [
+        (&identity_file, "ssh.identity_file"),
+        (&known_hosts, "ssh.known_hosts"),
+    ] {
+        if let Some(value) = value {
+            check.check(value, field, |path| syntax::ssh_config_path(path));
         }
-        Some(value) => value.into_inner(),
-        None => 10,
-    };
+    }
+    if let Some(jump_host) = &jump_host {
+        check.check(jump_host, "ssh.jump_host", |host| syntax::jump_host(host));
+    }
     let ssh = Ssh {
         user: ssh_user.clone(),
         port: ssh_port,
-        identity_file: identity_file.map(|path| expand_path(&base_dir, &path)),
-        known_hosts: known_hosts.map(|path| expand_path(&base_dir, &path)),
-        jump_host,
+        identity_file: identity_file.map(|path| expand_path(&base_dir, path.get_ref())),
+        known_hosts: known_hosts.map(|path| expand_path(&base_dir, path.get_ref())),
+        jump_host: jump_host.map(Spanned::into_inner),
         concurrency,
         connect_timeout_secs,
     };
@@ -263,13 +360,7 @@ pub(crate) fn resolve(
     );
     let bin_dir = match bin_dir {
         Some(dir) => {
-            if !dir.get_ref().starts_with('/') {
-                check.error(
-                    &dir,
-                    "install.bin_dir",
-                    "must be an absolute path on the hosts",
-                );
-            }
+            check.check(&dir, "install.bin_dir", |dir| syntax::host_path(dir));
             dir.into_inner()
         }
         None => "/usr/bin".to_string(),
@@ -283,7 +374,7 @@ pub(crate) fn resolve(
     let install = Install {
         method,
         bin_dir,
-        upload_from: upload_from.map(|path| expand_path(&base_dir, &path)),
+        upload_from: local_path(&mut check, &base_dir, upload_from, "install.upload_from"),
     };
 
     // Hosts.
@@ -295,6 +386,8 @@ pub(crate) fn resolve(
     }
     let mut names: HashMap<String, String> = HashMap::new();
     let mut addresses: HashMap<IpAddr, String> = HashMap::new();
+    // The address family of the cluster: that of the first host address.
+    let mut first_address: Option<(IpAddr, String)> = None;
     let mut nodes = Vec::new();
     for (role, hosts) in [(Role::Master, master), (Role::Worker, worker)] {
         let table = match role {
@@ -312,7 +405,7 @@ pub(crate) fn resolve(
                 taints,
             } = host;
             let name_field = format!("{path}.name");
-            if !is_dns_label(name.get_ref()) {
+            if !syntax::is_dns_label(name.get_ref()) {
                 check.error(&name, &name_field, not_a_label(name.get_ref()));
             } else if let Some(first) = names.get(name.get_ref()) {
                 let message = format!("host name {:?} is already used by {first}", name.get_ref());
@@ -328,64 +421,89 @@ pub(crate) fn resolve(
                         &address,
                         &address_field,
                         format!(
-                            "{:?} is not an IP address (certificates and etcd URLs need the host's IP)",
-                            address.get_ref()
+                            "{} is not an IP address (certificates and etcd URLs need the host's IP)",
+                            shown(address.get_ref())
                         ),
                     );
                     None
                 }
             };
             if let Some(ip) = parsed {
-                if let Some(first) = addresses.get(&ip) {
+                if let Some(why) = syntax::unusable_address(ip) {
+                    check.error(&address, &address_field, why);
+                }
+                let same = syntax::canonical(ip);
+                if let Some(first) = addresses.get(&same) {
                     let message = format!("address {ip} is already used by {first}");
                     check.error(&address, &address_field, message);
                 } else {
-                    addresses.insert(ip, format!("{path} ({})", name.get_ref()));
+                    addresses.insert(same, format!("{path} ({})", name.get_ref()));
                 }
-                if let Some((pod, _)) = &pod_cidr {
-                    if pod.contains(&ip) {
+                match &first_address {
+                    None => first_address = Some((ip, path.clone())),
+                    Some((first, first_path)) if !syntax::same_family(*first, ip) => {
+                        let message = format!(
+                            "{ip} is {} but {first_path} is {} ({first}): a cluster uses one address family",
+                            syntax::family(ip),
+                            syntax::family(*first),
+                        );
+                        check.error(&address, &address_field, message);
+                    }
+                    Some(_) => {}
+                }
+                if let Some(pod) = &pod_cidr {
+                    if pod.net.contains(&ip) {
                         check.error(
                             &address,
                             &address_field,
-                            format!("address {ip} is inside pod_cidr {pod}"),
+                            format!("address {ip} is inside pod_cidr {}", pod.net),
                         );
                     }
                 }
-                if let Some((service, _)) = &service_cidr {
-                    if service.contains(&ip) {
+                if let Some(service) = &service_cidr {
+                    if service.net.contains(&ip) {
                         check.error(
                             &address,
                             &address_field,
-                            format!("address {ip} is inside service_cidr {service}"),
+                            format!("address {ip} is inside service_cidr {}", service.net),
                         );
                     }
                 }
             }
-            for key in labels.keys() {
-                if key.is_empty() || key.contains(char::is_whitespace) {
-                    check.error_at_field(
-                        &format!("{path}.labels"),
-                        format!("{key:?} is not a label key"),
-                    );
+            let node_user = match host_user {
+                Some(user) => {
+                    check.check(&user, &format!("{path}.ssh_user"), |user| {
+                        syntax::ssh_user(user)
+                    });
+                    user.into_inner()
                 }
+                None => ssh_user.clone(),
+            };
+            let node_port =
+                port_number(&mut check, host_port, &format!("{path}.ssh_port")).unwrap_or(ssh_port);
+            let mut node_labels = BTreeMap::new();
+            for (key, value) in labels {
+                let field = format!("{path}.labels.{}", shown(key.get_ref()));
+                check.check(&key, &field, |key| syntax::node_label_key(key));
+                check.check(&value, &field, |value| syntax::label_value(value));
+                node_labels.insert(key.into_inner(), value.into_inner());
             }
-            for taint in &taints {
-                if !is_taint(taint) {
-                    check.error_at_field(
-                        &format!("{path}.taints"),
-                        format!("{taint:?} is not a taint: expected key[=value]:NoSchedule|PreferNoSchedule|NoExecute"),
-                    );
-                }
+            let mut node_taints = Vec::new();
+            for (taint_index, taint) in taints.into_iter().enumerate() {
+                check.check(&taint, &format!("{path}.taints[{taint_index}]"), |taint| {
+                    syntax::taint(taint)
+                });
+                node_taints.push(taint.into_inner());
             }
             if let Some(ip) = parsed {
                 nodes.push(Node {
                     name: name.into_inner(),
                     address: ip,
                     role,
-                    ssh_user: host_user.unwrap_or_else(|| ssh_user.clone()),
-                    ssh_port: host_port.unwrap_or(ssh_port),
-                    labels,
-                    taints,
+                    ssh_user: node_user,
+                    ssh_port: node_port,
+                    labels: node_labels,
+                    taints: node_taints,
                 });
             }
         }
@@ -394,10 +512,95 @@ pub(crate) fn resolve(
         .into_iter()
         .partition(|node| node.role == Role::Master);
 
+    // One address family: the networks follow the hosts.
+    if let Some((first, first_path)) = &first_address {
+        for (network, field) in [
+            (&pod_cidr, "cluster.pod_cidr"),
+            (&service_cidr, "cluster.service_cidr"),
+        ] {
+            if let Some(network) = network {
+                if network.net.addr().is_ipv4() != syntax::canonical(*first).is_ipv4() {
+                    let spelled = if network.span.is_some() {
+                        ""
+                    } else {
+                        " (the default)"
+                    };
+                    let message = format!(
+                        "{}{spelled} is {} but {first_path} is {} ({first}): a cluster uses one address family",
+                        network.net,
+                        syntax::family(network.net.addr()),
+                        syntax::family(*first),
+                    );
+                    check.error_span(network.span.clone(), field, message);
+                }
+            }
+        }
+    }
+
+    // One pod subnet per node: the controller-manager (and flannel) hand
+    // each node a /24 (IPv4) or /64 (IPv6) of the pod network.
+    if let Some(pod) = &pod_cidr {
+        let node_count = masters.len() + workers.len();
+        let subnet_prefix: u8 = match pod.net {
+            IpNet::V4(_) => 24,
+            IpNet::V6(_) => 64,
+        };
+        let prefix = pod.net.prefix_len();
+        let room: u128 = if prefix > subnet_prefix {
+            0
+        } else {
+            1u128
+                .checked_shl(u32::from(subnet_prefix - prefix))
+                .unwrap_or(u128::MAX)
+        };
+        if room < node_count as u128 {
+            let message = format!(
+                "pod_cidr {} has room for {room} node subnet{} (a /{subnet_prefix} each) but the inventory lists {node_count} nodes",
+                pod.net,
+                plural(room as usize),
+            );
+            check.error_span(pod.span.clone(), "cluster.pod_cidr", message);
+        }
+    }
+
     // Control-plane endpoint.
     let control_plane_endpoint = match control_plane_endpoint {
         Some(value) => match parse_endpoint(value.get_ref()) {
-            Ok(endpoint) => endpoint,
+            Ok(endpoint) => {
+                if let Ok(ip) = endpoint.host.parse::<IpAddr>() {
+                    let field = "cluster.control_plane_endpoint";
+                    if let Some(why) = syntax::unusable_address(ip) {
+                        check.error(&value, field, why);
+                    }
+                    if let Some((first, first_path)) = &first_address {
+                        if !syntax::same_family(*first, ip) {
+                            check.error(
+                                &value,
+                                field,
+                                format!(
+                                    "{ip} is {} but {first_path} is {} ({first}): a cluster uses one address family",
+                                    syntax::family(ip),
+                                    syntax::family(*first)
+                                ),
+                            );
+                        }
+                    }
+                    for (network, what) in
+                        [(&pod_cidr, "pod_cidr"), (&service_cidr, "service_cidr")]
+                    {
+                        if let Some(network) =
+                            network.as_ref().filter(|network| network.net.contains(&ip))
+                        {
+                            check.error(
+                                &value,
+                                field,
+                                format!("{ip} is inside {what} {}: the API must be reached from outside the cluster's networks", network.net),
+                            );
+                        }
+                    }
+                }
+                endpoint
+            }
             Err(message) => {
                 check.error(&value, "cluster.control_plane_endpoint", message);
                 Endpoint {
@@ -423,9 +626,10 @@ pub(crate) fn resolve(
             &base_dir,
             raw,
             &addresses,
+            first_address.as_ref(),
             &workers,
-            pod_cidr.as_ref().map(|pair| &pair.0),
-            service_cidr.as_ref().map(|pair| &pair.0),
+            pod_cidr.as_ref().map(|cidr| &cidr.net),
+            service_cidr.as_ref().map(|cidr| &cidr.net),
         ),
     };
 
@@ -466,17 +670,16 @@ pub(crate) fn resolve(
         return Err(check.errors);
     }
 
-    let pki_dir = match pki_dir {
-        Some(dir) => expand_path(&base_dir, &dir),
-        None => normalize(&base_dir.join("pki").join(name.get_ref())),
-    };
+    let pki_dir = pki_dir.unwrap_or_else(|| normalize(&base_dir.join("pki").join(name.get_ref())));
     let cluster = Cluster {
         name: name.into_inner(),
-        kubernetes_version: kubernetes_version.into_inner(),
+        kubernetes_version: version,
         control_plane_endpoint,
-        pod_cidr: pod_cidr.map(|pair| pair.0).unwrap_or_else(default_pod_cidr),
+        pod_cidr: pod_cidr
+            .map(|cidr| cidr.net)
+            .unwrap_or_else(default_pod_cidr),
         service_cidr: service_cidr
-            .map(|pair| pair.0)
+            .map(|cidr| cidr.net)
             .unwrap_or_else(default_service_cidr),
         cluster_domain,
         cni,
@@ -484,7 +687,7 @@ pub(crate) fn resolve(
         cert_validity_days,
         ca_validity_days,
         pki_dir,
-        templates_dir: templates_dir.map(|dir| expand_path(&base_dir, &dir)),
+        templates_dir,
         ssh,
         install,
         ingress,
@@ -504,6 +707,7 @@ fn resolve_ingress(
     base_dir: &Path,
     raw: RawIngress,
     addresses: &HashMap<IpAddr, String>,
+    first_address: Option<&(IpAddr, String)>,
     workers: &[Node],
     pod_cidr: Option<&IpNet>,
     service_cidr: Option<&IpNet>,
@@ -524,18 +728,34 @@ fn resolve_ingress(
             check.error(
                 &vip,
                 "ingress.vip",
-                format!("{:?} is not an IP address", vip.get_ref()),
+                format!("{} is not an IP address", shown(vip.get_ref())),
             );
             None
         }
     };
     if let Some(ip) = vip_ip {
-        if let Some(host) = addresses.get(&ip) {
+        if let Some(why) = syntax::unusable_address(ip) {
+            check.error(&vip, "ingress.vip", why);
+        }
+        if let Some(host) = addresses.get(&syntax::canonical(ip)) {
             check.error(
                 &vip,
                 "ingress.vip",
                 format!("VIP {ip} is the address of {host}: the VIP must be a free address that keepalived moves between masters"),
             );
+        }
+        if let Some((first, first_path)) = first_address {
+            if !syntax::same_family(*first, ip) {
+                check.error(
+                    &vip,
+                    "ingress.vip",
+                    format!(
+                        "VIP {ip} is {} but {first_path} is {} ({first}): a cluster uses one address family",
+                        syntax::family(ip),
+                        syntax::family(*first)
+                    ),
+                );
+            }
         }
         if let Some(pod) = pod_cidr.filter(|net| net.contains(&ip)) {
             check.error(
@@ -552,16 +772,9 @@ fn resolve_ingress(
             );
         }
     }
-    if interface.get_ref().is_empty()
-        || interface.get_ref().len() > 15
-        || interface.get_ref().contains(['/', ' '])
-    {
-        check.error(
-            &interface,
-            "ingress.interface",
-            format!("{:?} is not a network interface name", interface.get_ref()),
-        );
-    }
+    check.check(&interface, "ingress.interface", |name| {
+        syntax::interface(name)
+    });
     let virtual_router_id = match virtual_router_id {
         Some(value) if !(1..=255).contains(value.get_ref()) => {
             check.error(
@@ -591,13 +804,23 @@ fn resolve_ingress(
     };
     let nodes = match nodes {
         Some(list) => {
-            let mut names = Vec::new();
+            let mut names: Vec<String> = Vec::new();
             for (index, name) in list.into_iter().enumerate() {
+                let field = format!("ingress.nodes[{index}]");
                 if !workers.iter().any(|worker| &worker.name == name.get_ref()) {
                     check.error(
                         &name,
-                        &format!("ingress.nodes[{index}]"),
-                        format!("{:?} is not a worker in this inventory", name.get_ref()),
+                        &field,
+                        format!(
+                            "{} is not a worker in this inventory",
+                            shown(name.get_ref())
+                        ),
+                    );
+                } else if names.contains(name.get_ref()) {
+                    check.error(
+                        &name,
+                        &field,
+                        format!("{} is listed twice", shown(name.get_ref())),
                     );
                 }
                 names.push(name.into_inner());
@@ -615,19 +838,24 @@ fn resolve_ingress(
     for (index, server_name) in server_names.iter().enumerate() {
         let name = server_name.get_ref();
         let bare = name.strip_prefix("*.").unwrap_or(name);
-        if !is_dns_name(bare) {
+        if !syntax::is_dns_name(bare) {
             check.error(
                 server_name,
                 &format!("ingress.server_names[{index}]"),
-                format!("{name:?} is not a host name or wildcard such as \"*.example.org\""),
+                format!(
+                    "{} is not a host name or wildcard such as \"*.example.org\"",
+                    shown(name)
+                ),
             );
         }
     }
+    let tls_cert_path = local_path(check, base_dir, tls_cert.clone(), "ingress.tls_cert");
+    let tls_key_path = local_path(check, base_dir, tls_key.clone(), "ingress.tls_key");
     let tls = match (tls_cert, tls_key) {
-        (Some(cert), Some(key)) => Some(IngressTls {
-            cert: expand_path(base_dir, cert.get_ref()),
-            key: expand_path(base_dir, key.get_ref()),
-        }),
+        (Some(_), Some(_)) => match (tls_cert_path, tls_key_path) {
+            (Some(cert), Some(key)) => Some(IngressTls { cert, key }),
+            _ => None,
+        },
         (Some(cert), None) => {
             check.error(
                 &cert,
@@ -657,6 +885,75 @@ fn resolve_ingress(
     })
 }
 
+/// A local path from the inventory, checked and made absolute (relative to
+/// the inventory's folder).
+fn local_path(
+    check: &mut Checker<'_>,
+    base_dir: &Path,
+    value: Option<Spanned<String>>,
+    field: &str,
+) -> Option<PathBuf> {
+    let value = value?;
+    if check.check(&value, field, |path| syntax::local_path(path)) {
+        Some(expand_path(base_dir, value.get_ref()))
+    } else {
+        None
+    }
+}
+
+/// A TCP port: 1 to 65535.
+fn port_number(check: &mut Checker<'_>, value: Option<Spanned<u16>>, field: &str) -> Option<u16> {
+    let value = value?;
+    if *value.get_ref() == 0 {
+        check.error(
+            &value,
+            field,
+            "port 0 is not a port ssh can connect to: 1 to 65535",
+        );
+        return None;
+    }
+    Some(value.into_inner())
+}
+
+/// A number within `range`, or the default when absent.
+fn bounded(
+    check: &mut Checker<'_>,
+    value: Option<Spanned<u32>>,
+    field: &str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+    unit: &str,
+) -> u32 {
+    match value {
+        Some(number) if !range.contains(number.get_ref()) => {
+            let (word, limit) = if number.get_ref() < range.start() {
+                ("at least", *range.start())
+            } else {
+                ("at most", *range.end())
+            };
+            let unit = if limit == 1 {
+                unit.trim_end_matches('s')
+            } else {
+                unit
+            };
+            let bound = format!("{word} {limit}");
+            check.error(
+                &number,
+                field,
+                format!(
+                    "{} is out of range: must be {bound} {unit}",
+                    number.get_ref()
+                ),
+            );
+            // Kept as written: other rules compare it, and no cluster is
+            // built from an inventory with errors.
+            number.into_inner()
+        }
+        Some(number) => number.into_inner(),
+        None => default,
+    }
+}
+
 /// One of a fixed set of words; the first is the default. An unknown word is
 /// an error listing the accepted ones.
 fn choice<T: Copy>(
@@ -681,8 +978,8 @@ fn choice<T: Copy>(
         &value,
         field,
         format!(
-            "unknown {what} {:?}: expected {}",
-            value.get_ref(),
+            "unknown {what} {}: expected {}",
+            shown(value.get_ref()),
             expected.join(" or ")
         ),
     );
@@ -697,54 +994,59 @@ fn default_service_cidr() -> IpNet {
     IpNet::V4(ipnet::Ipv4Net::new([10, 96, 0, 0].into(), 12).unwrap_or_default())
 }
 
-type CidrWithSpan = (IpNet, Option<Spanned<String>>);
+/// A cluster network and where it was written (none for the default).
+struct Cidr {
+    net: IpNet,
+    span: Option<Range<usize>>,
+}
 
 fn parse_cidr(
     check: &mut Checker<'_>,
     value: Option<Spanned<String>>,
     field: &str,
     default: &str,
-) -> Option<CidrWithSpan> {
+) -> Option<Cidr> {
     let Some(value) = value else {
-        return default.parse().ok().map(|net| (net, None));
+        return default.parse().ok().map(|net| Cidr { net, span: None });
     };
     match value.get_ref().parse::<IpNet>() {
         Ok(net) if net.network() != net.addr() => {
             let message = format!(
                 "{} has host bits set: did you mean {}?",
-                value.get_ref(),
+                shown(value.get_ref()),
                 net.trunc()
             );
             check.error(&value, field, message);
             None
         }
-        Ok(net) => Some((net, Some(value))),
+        Ok(net) => {
+            if let Some(why) = syntax::unusable_network(&net) {
+                check.error(&value, field, why);
+                return None;
+            }
+            Some(Cidr {
+                net,
+                span: Some(value.span()),
+            })
+        }
         Err(_) => {
-            let message = format!("{:?} is not a CIDR such as \"{default}\"", value.get_ref());
+            let message = format!(
+                "{} is not a CIDR such as \"{default}\"",
+                shown(value.get_ref())
+            );
             check.error(&value, field, message);
             None
         }
     }
 }
 
-fn positive_days(
-    check: &mut Checker<'_>,
-    value: Option<Spanned<u32>>,
-    field: &str,
-    default: u32,
-) -> u32 {
-    match value {
-        Some(days) if *days.get_ref() == 0 => {
-            check.error(&days, field, "must be at least 1 day");
-            default
-        }
-        Some(days) => days.into_inner(),
-        None => default,
-    }
-}
-
 fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
-    let invalid = || format!("{text:?} is not host[:port], such as \"kube.example.org:6443\"");
+    let invalid = || {
+        format!(
+            "{} is not host[:port], such as \"kube.example.org:6443\"",
+            shown(text)
+        )
+    };
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(invalid)?;
         let port = match after.strip_prefix(':') {
@@ -769,50 +1071,16 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
             .ok_or_else(invalid)?,
         None => 6443,
     };
-    if host.parse::<IpAddr>().is_err() && !is_dns_name(&host) {
+    if host.parse::<IpAddr>().is_err() && !syntax::is_dns_name(&host) {
         return Err(invalid());
     }
     Ok(Endpoint { host, port })
 }
 
-/// RFC 1123 label: lowercase letters, digits and '-', 1 to 63 characters,
-/// starting and ending with a letter or digit.
-pub(crate) fn is_dns_label(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 63
-        && text
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
-        && !text.starts_with('-')
-        && !text.ends_with('-')
-}
-
-pub(crate) fn is_dns_name(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
-    !lower.is_empty() && lower.len() <= 253 && lower.split('.').all(is_dns_label)
-}
-
-fn is_kubernetes_version(text: &str) -> bool {
-    let text = text.strip_prefix('v').unwrap_or(text);
-    let parts: Vec<&str> = text.split('.').collect();
-    parts.len() == 3
-        && parts
-            .iter()
-            .all(|part| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()))
-}
-
-fn is_taint(text: &str) -> bool {
-    match text.rsplit_once(':') {
-        Some((key, effect)) => {
-            !key.is_empty() && matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute")
-        }
-        None => false,
-    }
-}
-
 fn not_a_label(text: &str) -> String {
     format!(
-        "{text:?} is not a DNS label (lowercase letters, digits and '-', at most 63 characters, starting and ending with a letter or digit)"
+        "{} is not a DNS label (lowercase letters, digits and '-', at most 63 characters, starting and ending with a letter or digit)",
+        shown(text)
     )
 }
 

@@ -17,6 +17,18 @@ pub fn starter_inventory(masters: &[String], workers: &[String]) -> String {
         )
     };
 
+    // One address family per cluster: IPv6 hosts get IPv6 networks
+    // (unique local addresses, the sizes of kubeadm's IPv6 examples).
+    let ipv6 = masters
+        .first()
+        .and_then(|address| address.parse::<std::net::IpAddr>().ok())
+        .is_some_and(|address| address.is_ipv6());
+    let (pod_cidr, service_cidr) = if ipv6 {
+        ("fd00:10:244::/56", "fd00:10:96::/112")
+    } else {
+        ("10.244.0.0/16", "10.96.0.0/12")
+    };
+
     let mut out = String::new();
     out.push_str(
         r#"# ocfk8s inventory: the one file that describes the cluster.
@@ -26,9 +38,18 @@ pub fn starter_inventory(masters: &[String], workers: &[String]) -> String {
 name = "k8s"                          # DNS label; names the PKI store and certificates
 kubernetes_version = "1.31.4"
 # control_plane_endpoint = "kube.example.org:6443"  # default: first master's address, port 6443
-pod_cidr = "10.244.0.0/16"            # flannel Network, kube-proxy clusterCIDR
-service_cidr = "10.96.0.0/12"         # 1st IP: the kubernetes Service; 10th: cluster DNS
-cluster_domain = "cluster.local"
+"#,
+    );
+    out.push_str(&commented(
+        &format!("pod_cidr = \"{pod_cidr}\""),
+        "flannel Network, kube-proxy clusterCIDR",
+    ));
+    out.push_str(&commented(
+        &format!("service_cidr = \"{service_cidr}\""),
+        "1st IP: the kubernetes Service; 10th: cluster DNS",
+    ));
+    out.push_str(
+        r#"cluster_domain = "cluster.local"
 cni = "flannel"                       # flannel | weave
 key_algorithm = "ecdsa-p256"          # ecdsa-p256 | rsa-2048
 cert_validity_days = 365
@@ -77,4 +98,9 @@ bin_dir = "/usr/bin"                  # where etcd, etcdctl, kubelet, kube-proxy
         );
     }
     out
+}
+
+/// `line` with `comment` aligned at column 39, as in the rest of the file.
+fn commented(line: &str, comment: &str) -> String {
+    format!("{line:<38}# {comment}\n")
 }

@@ -229,6 +229,19 @@ impl Store {
         }
     }
 
+    /// A store of the given in-memory files, taken as checked: for rendering
+    /// in property tests and fuzzing, where the files are placeholders and
+    /// no key material is involved. Never used by the product.
+    #[doc(hidden)]
+    pub fn from_files_for_tests(dir: &Path, files: BTreeMap<String, Vec<u8>>) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+            pending: Arc::default(),
+            checked: Some(Arc::new(files)),
+            seen: Arc::default(),
+        }
+    }
+
     /// This store as it would be with `pending` written (nothing is written).
     pub(crate) fn with_pending(&self, pending: BTreeMap<String, Vec<u8>>) -> Store {
         Store {

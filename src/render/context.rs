@@ -303,6 +303,8 @@ mod tests {
 name = "unit"
 kubernetes_version = "1.31.4"
 control_plane_endpoint = "[2001:DB8::64]:6443"
+pod_cidr = "fd00:10:244::/56"
+service_cidr = "fd00:10:96::/112"
 
 [ingress]
 vip = "2001:db8::64"

@@ -8,6 +8,7 @@ use minijinja::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::bad_input;
+use crate::input_file::{read_regular, MAX_TEXT_FILE};
 use crate::inventory::{Cluster, Cni, Node};
 use crate::pki::Store;
 
@@ -362,7 +363,7 @@ fn plan(cluster: &Cluster, node: &Node) -> Vec<Planned> {
 }
 
 /// Every PKI store file (relative) that rendering `cluster` reads.
-pub(crate) fn required_store_files(cluster: &Cluster) -> Vec<String> {
+pub fn required_store_files(cluster: &Cluster) -> Vec<String> {
     let mut files: Vec<String> = cluster
         .nodes()
         .flat_map(|node| plan(cluster, node))
@@ -396,15 +397,13 @@ pub(super) fn render_host(
                 ))
             })?,
             Source::Operator { path, field } => {
-                crate::input_file::read_regular(path, crate::input_file::MAX_TEXT_FILE).map_err(
-                    |error| {
-                        bad_input(format!(
-                            "cannot read {} ({field} in {}): {error}",
-                            path.display(),
-                            cluster.inventory_path.display()
-                        ))
-                    },
-                )?
+                read_regular(path, MAX_TEXT_FILE).map_err(|error| {
+                    bad_input(format!(
+                        "cannot read {} ({field} in {}): {error}",
+                        path.display(),
+                        cluster.inventory_path.display()
+                    ))
+                })?
             }
             Source::Template(_) => {
                 to_render.push(item);

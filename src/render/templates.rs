@@ -10,6 +10,21 @@
 //!
 //! A file in the override folder that is not the name of a template is an
 //! error: a misspelt override would otherwise be silently ignored.
+//!
+//! # Values are written for their destination
+//!
+//! The inventory is validated before anything renders, so values are
+//! already plain; the templates still quote by destination, so that a value
+//! that somehow got past validation fails the rendering instead of adding a
+//! line to a file. Every `{{ ... }}` goes through a formatter that refuses a
+//! value holding a control character (a newline would start a new directive
+//! in a unit, a YAML key, a keepalived or nginx statement). Two filters quote
+//! for a destination: `systemd` writes one word of an `ExecStart=` line
+//! (quoted and escaped when needed, `%` and `$` doubled), and `yaml` writes a
+//! double-quoted YAML scalar (or a flow sequence of them). `word` is for
+//! configurations with no quoting worth trusting (keepalived, nginx, the
+//! Corefile): it refuses anything but the characters of names, addresses
+//! and paths, so a value stays one token.
 
 use std::path::Path;
 
@@ -113,6 +128,10 @@ impl Templates {
             .build()
             .map_err(|error| anyhow::anyhow!("template syntax settings: {error}"))?;
         environment.set_syntax(syntax);
+        environment.set_formatter(no_control_characters);
+        environment.add_filter("systemd", systemd_word);
+        environment.add_filter("yaml", yaml_scalar);
+        environment.add_filter("word", config_word);
 
         let overrides = match override_dir {
             Some(dir) => read_overrides(dir)?,
@@ -166,6 +185,147 @@ impl Templates {
     }
 }
 
+/// The formatter behind every `{{ ... }}`: as minijinja's own, but a value
+/// holding a control character is an error rather than a new line in the
+/// file.
+fn no_control_characters(
+    out: &mut minijinja::Output<'_>,
+    state: &mut minijinja::State<'_, '_>,
+    value: &Value,
+) -> Result<(), minijinja::Error> {
+    if let Some(text) = value.as_str() {
+        if let Some(bad) = text.chars().find(|character| character.is_control()) {
+            return Err(invalid_value(text, bad));
+        }
+    }
+    minijinja::escape_formatter(out, state, value)
+}
+
+fn invalid_value(text: &str, bad: char) -> minijinja::Error {
+    minijinja::Error::new(
+        minijinja::ErrorKind::InvalidOperation,
+        format!(
+            "value \"{}\" holds the control character U+{:04X}, which would break the rendered file",
+            crate::input_file::excerpt(text, 64),
+            bad as u32
+        ),
+    )
+}
+
+/// Characters a systemd command line takes literally outside quotes.
+fn systemd_plain(character: char) -> bool {
+    character.is_ascii_alphanumeric()
+        || matches!(
+            character,
+            '/' | '.' | '_' | ',' | '=' | ':' | '+' | '@' | '-'
+        )
+}
+
+/// One word of a systemd `ExecStart=` line: as it is when it holds only
+/// plain characters, else double-quoted with `\` and `"` escaped and the
+/// specifier and variable signs doubled (`%%`, `$$`). Control characters
+/// are refused: systemd has no way to carry them safely.
+pub(crate) fn systemd_word(text: &str) -> Result<String, minijinja::Error> {
+    if let Some(bad) = text.chars().find(|character| character.is_control()) {
+        return Err(invalid_value(text, bad));
+    }
+    if !text.is_empty() && text.chars().all(systemd_plain) {
+        return Ok(text.to_string());
+    }
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for character in text.chars() {
+        match character {
+            '\\' => quoted.push_str("\\\\"),
+            '"' => quoted.push_str("\\\""),
+            '%' => quoted.push_str("%%"),
+            '$' => quoted.push_str("$$"),
+            other => quoted.push(other),
+        }
+    }
+    quoted.push('"');
+    Ok(quoted)
+}
+
+/// One token of a keepalived, nginx or CoreDNS configuration: names,
+/// addresses and paths only. Whitespace, quotes, `;`, `{`, `}`, `#` and `$`
+/// would end the token or start something else, so they are refused.
+pub(crate) fn config_word(text: &str) -> Result<String, minijinja::Error> {
+    let plain = |character: char| {
+        character.is_ascii_alphanumeric()
+            || matches!(
+                character,
+                '.' | '_' | '-' | ':' | '/' | '*' | '[' | ']' | ',' | '=' | '+' | '@'
+            )
+    };
+    match text.chars().find(|character| !plain(*character)) {
+        None if !text.is_empty() => Ok(text.to_string()),
+        None => Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            "an empty value where a configuration needs a word",
+        )),
+        Some(bad) if bad.is_control() => Err(invalid_value(text, bad)),
+        Some(bad) => Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!(
+                "value \"{}\" holds {bad:?}, which would end a word of the configuration",
+                crate::input_file::excerpt(text, 64)
+            ),
+        )),
+    }
+}
+
+/// A YAML value: a string as a double-quoted scalar with every character
+/// YAML would not print as itself escaped (so it is never a new line, a
+/// comment or a flow indicator, and "123" or "true" stay strings); numbers
+/// and booleans as they are; a sequence as a flow sequence of those.
+pub(crate) fn yaml_scalar(value: &Value) -> Result<String, minijinja::Error> {
+    use minijinja::value::ValueKind;
+    match value.kind() {
+        ValueKind::String => Ok(yaml_quoted(value.as_str().unwrap_or_default())),
+        ValueKind::Number | ValueKind::Bool => Ok(value.to_string()),
+        ValueKind::None | ValueKind::Undefined => Ok("null".to_string()),
+        ValueKind::Seq | ValueKind::Iterable => {
+            let mut items = Vec::new();
+            for item in value.try_iter()? {
+                items.push(yaml_scalar(&item)?);
+            }
+            Ok(format!("[{}]", items.join(", ")))
+        }
+        other => Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("the yaml filter writes strings, numbers and lists, not a {other}"),
+        )),
+    }
+}
+
+/// `text` as a YAML double-quoted scalar.
+pub(crate) fn yaml_quoted(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            ' '..='~' => quoted.push(character),
+            // What YAML prints as itself, less the line and paragraph
+            // separators and the byte order mark.
+            '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..
+                if !matches!(character, '\u{2028}' | '\u{2029}' | '\u{feff}') =>
+            {
+                quoted.push(character)
+            }
+            other if (other as u32) <= 0xff => quoted.push_str(&format!("\\x{:02x}", other as u32)),
+            other if (other as u32) <= 0xffff => {
+                quoted.push_str(&format!("\\u{:04x}", other as u32))
+            }
+            other => quoted.push_str(&format!("\\U{:08x}", other as u32)),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
 /// `, line N: message` from a minijinja error (the caller names the file).
 fn describe(error: &minijinja::Error) -> String {
     let mut text = String::new();
@@ -209,12 +369,14 @@ fn read_overrides(dir: &Path) -> anyhow::Result<Vec<(String, std::path::PathBuf,
                 known.join(", ")
             )));
         }
-        let text = std::fs::read_to_string(&path).map_err(|error| {
-            bad_input(format!(
-                "cannot read template override {}: {error}",
-                path.display()
-            ))
-        })?;
+        let text = crate::input_file::read_text(&path, crate::input_file::MAX_TEXT_FILE).map_err(
+            |error| {
+                bad_input(format!(
+                    "cannot read template override {}: {error}",
+                    path.display()
+                ))
+            },
+        )?;
         overrides.push((name, path, text));
     }
     Ok(overrides)
@@ -223,6 +385,122 @@ fn read_overrides(dir: &Path) -> anyhow::Result<Vec<(String, std::path::PathBuf,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::inventory::Cluster;
+    use crate::render::context::Context;
+    use crate::render::EtcdBootstrap;
+
+    const INVENTORY: &str = r#"
+[cluster]
+name = "unit"
+kubernetes_version = "1.31.4"
+
+[ingress]
+vip = "192.0.2.100"
+interface = "eth0"
+server_names = ["*.example.org"]
+
+[[master]]
+name = "m1"
+address = "192.0.2.11"
+
+[[worker]]
+name = "w1"
+address = "192.0.2.21"
+"#;
+
+    /// Render `template` for the first master (or the first worker) of a
+    /// valid cluster changed by `tamper`, as if a value had got past
+    /// validation.
+    fn render_tampered(
+        template: &str,
+        worker: bool,
+        tamper: impl Fn(&mut Cluster),
+    ) -> anyhow::Result<String> {
+        let path = Path::new("/nonexistent/inventory.toml");
+        let mut cluster = crate::inventory::from_str(path, INVENTORY)
+            .expect("inventory")
+            .cluster;
+        tamper(&mut cluster);
+        let node = if worker {
+            &cluster.workers[0]
+        } else {
+            &cluster.masters[0]
+        };
+        let etcd = EtcdBootstrap::new_cluster(&cluster);
+        let context = Context::new(&cluster, node, &etcd, Default::default());
+        let templates = Templates::load(None).expect("built-in templates");
+        let bytes = templates.render(template, &Value::from(minijinja::value::Serde(&context)))?;
+        Ok(String::from_utf8(bytes).expect("utf-8"))
+    }
+
+    #[test]
+    fn a_value_with_a_newline_fails_the_rendering_instead_of_adding_a_line() {
+        let error = render_tampered("kubelet.service", true, |cluster| {
+            cluster.workers[0].labels.insert(
+                "zone".to_string(),
+                "v\nExecStartPre=/bin/touch /tmp/pwned\nX=".to_string(),
+            );
+        })
+        .expect_err("a newline in a label");
+        assert!(
+            format!("{error:#}").contains("control character"),
+            "{error:#}"
+        );
+        let error = render_tampered("keepalived.conf", false, |cluster| {
+            if let Some(ingress) = &mut cluster.ingress {
+                ingress.interface = "eth0\n}\nvrrp_script x {".to_string();
+            }
+        })
+        .expect_err("a newline in an interface");
+        assert!(
+            format!("{error:#}").contains("control character"),
+            "{error:#}"
+        );
+        let error = render_tampered("keepalived.conf", false, |cluster| {
+            if let Some(ingress) = &mut cluster.ingress {
+                ingress.interface = "eth0 dev lo".to_string();
+            }
+        })
+        .expect_err("a space in an interface");
+        assert!(format!("{error:#}").contains("end a word"), "{error:#}");
+    }
+
+    #[test]
+    fn unit_words_are_quoted_and_escaped_for_systemd() {
+        let unit = render_tampered("kubelet.service", true, |cluster| {
+            cluster.install.bin_dir = "/opt/my $HOME/100%\"bin".to_string();
+        })
+        .expect("render");
+        assert!(
+            unit.contains("ExecStart=\"/opt/my $$HOME/100%%\\\"bin/kubelet\" \\\n"),
+            "{unit}"
+        );
+        assert!(systemd_word("a\u{7f}b").is_err());
+        assert_eq!(
+            systemd_word("/usr/bin/etcd").expect("plain"),
+            "/usr/bin/etcd"
+        );
+    }
+
+    #[test]
+    fn yaml_values_are_quoted_scalars_that_read_back_as_written() {
+        let hostile = "v\"\n: x\u{7f}\u{2028}#\\";
+        let config = render_tampered("kubelet-config.yaml", true, |cluster| {
+            cluster.workers[0].taints = vec![format!("key={hostile}:NoSchedule")];
+        })
+        .expect("render");
+        let parsed: serde_norway::Value = serde_norway::from_str(&config).expect("YAML");
+        let value = &parsed["registerWithTaints"][0]["value"];
+        assert_eq!(value.as_str(), Some(hostile), "{config}");
+        assert_eq!(yaml_quoted("123"), "\"123\"");
+        let kube_proxy = render_tampered("kube-proxy-config.conf", true, |cluster| {
+            cluster.workers[0].name = "123".to_string();
+        })
+        .expect("render");
+        let parsed: serde_norway::Value = serde_norway::from_str(&kube_proxy).expect("YAML");
+        assert_eq!(parsed["hostnameOverride"].as_str(), Some("123"));
+    }
 
     #[test]
     fn every_template_file_is_built_in() {
