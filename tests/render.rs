@@ -17,6 +17,8 @@ const WORKERS: [&str; 2] = ["w1", "w2"];
 
 const EVERY_NODE: &[&str] = &[
     "/etc/kubernetes/kubelet.conf",
+    "/etc/containerd/config.toml",
+    "/etc/crictl.yaml",
     "/etc/kubernetes/pki/ca.crt",
     "/etc/modules-load.d/k8s.conf",
     "/etc/sysctl.d/99-kubernetes.conf",
@@ -221,6 +223,14 @@ fn every_yaml_file_parses_and_manifests_are_kubernetes_objects() {
             }
             let documents = yaml_documents(&rendered.text(host, &path));
             assert!(!documents.is_empty(), "{host}:{path}");
+            if path == "/etc/crictl.yaml" {
+                // crictl's own configuration, not a Kubernetes object.
+                assert!(
+                    documents[0].get("runtime-endpoint").is_some(),
+                    "{host}:{path}"
+                );
+                continue;
+            }
             for document in documents {
                 assert!(
                     document.get("apiVersion").is_some(),
@@ -907,7 +917,7 @@ fn render_replaces_only_host_folders_it_wrote_and_writes_nothing_on_refusal() {
 }
 
 #[test]
-fn quiet_render_prints_nothing() {
+fn quiet_render_and_pki_generate_print_nothing() {
     let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
     assert!(
@@ -916,6 +926,12 @@ fn quiet_render_prints_nothing() {
         rendered.run.stdout
     );
     let run = rendered.again(&["-q", "render", "--out", "out"]);
+    assert_eq!(run.status, 0, "stderr: {}", run.stderr);
+    assert_eq!(run.stdout, "");
+    assert_eq!(run.stderr, "");
+    let run = rendered.again(&["pki", "generate"]);
+    assert_eq!(run.stdout.trim(), "PKI store up to date, nothing to do");
+    let run = rendered.again(&["-q", "pki", "generate"]);
     assert_eq!(run.status, 0, "stderr: {}", run.stderr);
     assert_eq!(run.stdout, "");
     assert_eq!(run.stderr, "");

@@ -55,9 +55,9 @@ fn import(
     }
     let imported = imported.files;
     if imported.is_empty() {
-        printer.output("nothing to import: the store already holds this material");
+        printer.summary("nothing to import: the store already holds this material");
     } else {
-        printer.output(&format!(
+        printer.summary(&format!(
             "imported {} file{} into {}",
             imported.len(),
             if imported.len() == 1 { "" } else { "s" },
@@ -83,10 +83,10 @@ fn release_if_failed<T>(
 
 fn report(printer: &Printer, cluster: &crate::inventory::Cluster, created: &[String]) {
     if created.is_empty() {
-        printer.output("PKI store up to date, nothing to do");
+        printer.summary("PKI store up to date, nothing to do");
         return;
     }
-    printer.output(&format!(
+    printer.summary(&format!(
         "created {} file{} in {}",
         created.len(),
         if created.len() == 1 { "" } else { "s" },

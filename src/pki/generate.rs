@@ -495,8 +495,9 @@ fn check_leaf(
                     }
                     if let Some(difference) = differs_from_spec(spec, &pair.0) {
                         problems.warnings.push(format!(
-                            "{}: {difference}; kept (`ocfk8s rotate-certs` re-issues it)",
-                            cert_path.display()
+                            "{}: {difference}; kept; to {}",
+                            cert_path.display(),
+                            renewal(store, spec)
                         ));
                     }
                     Some(pair)
@@ -544,11 +545,12 @@ fn check_leaf(
                     if let Some(wanted) = &spec.kubeconfig {
                         if embedded.server != wanted.server {
                             problems.warnings.push(format!(
-                                "{}: server {}, the inventory asks for {}; kept \
-                                 (`ocfk8s rotate-certs` rewrites it)",
+                                "{}: server {}, the inventory asks for {}; kept; to rewrite it: \
+                                 `rm {}` then `ocfk8s pki generate`",
                                 path.display(),
                                 embedded.server,
-                                wanted.server
+                                wanted.server,
+                                path.display()
                             ));
                         }
                     }
