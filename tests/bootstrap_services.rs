@@ -466,4 +466,32 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
     }
     let plan = cluster.run(&["plan", "--exit-code"]);
     assert_eq!(plan.status, 0, "{}", plan.stdout);
+
+    // status: healthy now; a stopped member is named and the exit is 1; a
+    // re-run starts it again and status is healthy again.
+    let status = cluster.run(&["status"]);
+    assert_eq!(status.status, 0, "{}\n{}", status.stdout, status.stderr);
+    assert!(status.stdout.ends_with("healthy\n"), "{}", status.stdout);
+    cluster.sandbox.ssh("m2", "systemctl stop etcd");
+    let status = cluster.run(&["status"]);
+    assert_eq!(status.status, 1, "{}", status.stdout);
+    assert!(
+        status.stderr.contains("etcd: member m2 is not healthy"),
+        "{}",
+        status.stderr
+    );
+    assert!(
+        status.stderr.contains("m2: etcd.service is inactive"),
+        "{}",
+        status.stderr
+    );
+    let repair = cluster.run(&["bootstrap"]);
+    assert_eq!(repair.status, 0, "{}", repair.stderr);
+    assert!(
+        repair.stderr.contains("m2  etcd: start etcd.service"),
+        "{}",
+        repair.stderr
+    );
+    let status = cluster.run(&["status"]);
+    assert_eq!(status.status, 0, "{}\n{}", status.stdout, status.stderr);
 }

@@ -409,3 +409,41 @@ if {check} >/tmp/check.log 2>&1; then echo "not ready: pass"; else echo "not rea
     assert!(text.contains("ready: pass\n"), "{check}\n{text}");
     assert!(text.contains("not ready: fail\n"), "{check}\n{text}");
 }
+
+#[test]
+fn containerd_accepts_the_rendered_config_and_rejects_a_broken_one() {
+    let rendered = render(&base_inventory());
+    assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    for host in ["m1", "w1"] {
+        let config = rendered.host(host).join("etc/containerd/config.toml");
+        let output = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .args(["config", "dump"])
+            .output()
+            .expect("containerd");
+        let text = output_text(&output);
+        assert!(output.status.success(), "{host}: {text}");
+        // What containerd read back is what was rendered.
+        assert!(text.contains("SystemdCgroup = true"), "{host}: {text}");
+        assert!(
+            text.contains("sandbox_image = \"registry.k8s.io/pause:3.10\""),
+            "{host}: {text}"
+        );
+        assert!(
+            text.contains("bin_dir = \"/opt/cni/bin\""),
+            "{host}: {text}"
+        );
+    }
+    let broken = rendered.host("w1").join("etc/containerd/config.toml");
+    let mut text = std::fs::read_to_string(&broken).expect("read");
+    text.push_str("\n[plugins.\"io.containerd.grpc.v1.cri\"\n");
+    std::fs::write(&broken, text).expect("write");
+    let output = Command::new("containerd")
+        .arg("--config")
+        .arg(&broken)
+        .args(["config", "dump"])
+        .output()
+        .expect("containerd");
+    assert!(!output.status.success(), "{}", output_text(&output));
+}

@@ -20,6 +20,18 @@ pub(crate) const WEAVE_KUBE_IMAGE: &str = "docker.io/weaveworks/weave-kube:2.8.1
 pub(crate) const WEAVE_NPC_IMAGE: &str = "docker.io/weaveworks/weave-npc:2.8.1";
 pub(crate) const INGRESS_NGINX_IMAGE: &str = "registry.k8s.io/ingress-nginx/controller:v1.11.3";
 
+/// The sandbox (pause) image each supported Kubernetes minor expects, as
+/// kubeadm pins it.
+pub(crate) fn pause_image(kubernetes_version: &str) -> String {
+    let minor: u32 = kubernetes_version
+        .split('.')
+        .nth(1)
+        .and_then(|minor| minor.parse().ok())
+        .unwrap_or(0);
+    let tag = if minor >= 31 { "3.10" } else { "3.9" };
+    format!("registry.k8s.io/pause:{tag}")
+}
+
 /// The container runtime every kubelet talks to.
 pub(crate) const CONTAINER_RUNTIME_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
 
@@ -122,6 +134,7 @@ pub(crate) struct Images {
     pub weave_kube: String,
     pub weave_npc: String,
     pub ingress_nginx: String,
+    pub pause: String,
 }
 
 impl Context {
@@ -180,6 +193,7 @@ impl Context {
                 weave_kube: WEAVE_KUBE_IMAGE.to_string(),
                 weave_npc: WEAVE_NPC_IMAGE.to_string(),
                 ingress_nginx: INGRESS_NGINX_IMAGE.to_string(),
+                pause: pause_image(version),
             },
             inputs_sha256,
         }

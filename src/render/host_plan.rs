@@ -44,6 +44,7 @@ struct Planned {
 }
 
 const KUBELET: &[&str] = &["kubelet.service"];
+const CONTAINERD: &[&str] = &["containerd.service"];
 const KUBE_PROXY: &[&str] = &["kube-proxy.service"];
 const ETCD: &[&str] = &["etcd.service"];
 const NGINX: &[&str] = &["nginx.service"];
@@ -176,6 +177,12 @@ fn plan(cluster: &Cluster, node: &Node) -> Vec<Planned> {
             "kube-proxy-config.conf",
             KUBE_PROXY,
         ),
+        template(
+            "/etc/containerd/config.toml",
+            "containerd-config.toml",
+            CONTAINERD,
+        ),
+        template("/etc/crictl.yaml", "crictl.yaml", NOTHING),
         template(
             "/etc/modules-load.d/k8s.conf",
             "modules-load-k8s.conf",

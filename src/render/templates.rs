@@ -105,6 +105,11 @@ pub(crate) const BUILT_IN: &[(&str, &str)] = &[
         "nginx-ingress.conf",
         include_str!("../../templates/nginx-ingress.conf"),
     ),
+    (
+        "containerd-config.toml",
+        include_str!("../../templates/containerd-config.toml"),
+    ),
+    ("crictl.yaml", include_str!("../../templates/crictl.yaml")),
 ];
 
 /// The compiled templates, built-in or overridden.
@@ -132,6 +137,7 @@ impl Templates {
         environment.add_filter("systemd", systemd_word);
         environment.add_filter("yaml", yaml_scalar);
         environment.add_filter("word", config_word);
+        environment.add_filter("toml", toml_string);
 
         let overrides = match override_dir {
             Some(dir) => read_overrides(dir)?,
@@ -297,6 +303,11 @@ pub(crate) fn yaml_scalar(value: &Value) -> Result<String, minijinja::Error> {
             format!("the yaml filter writes strings, numbers and lists, not a {other}"),
         )),
     }
+}
+
+/// A string as a TOML basic string, escaped as TOML requires.
+pub(crate) fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
 }
 
 /// `text` as a YAML double-quoted scalar.
