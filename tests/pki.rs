@@ -108,6 +108,13 @@ const ROWS: &[Row] = &[
         subject_alt_names: &[],
     },
     Row {
+        file: "nodes/w2/kubelet-server.crt",
+        ca: "ca.crt",
+        subject: "O = system:nodes, CN = system:node:w2",
+        extended_key_usage: SERVER,
+        subject_alt_names: &["DNS:w2", "IP Address:192.0.2.22"],
+    },
+    Row {
         file: "nodes/w1/kube-proxy.crt",
         ca: "ca.crt",
         subject: "CN = system:kube-proxy",
@@ -375,7 +382,7 @@ fn second_generate_changes_no_byte_and_says_so() {
     let cluster = Cluster::base();
     let first = cluster.generate();
     assert!(
-        first.stdout.contains("created 100 files"),
+        first.stdout.contains("created 110 files"),
         "{}",
         first.stdout
     );
@@ -411,7 +418,7 @@ fn adding_a_worker_adds_only_its_files() {
         "{BASE}\n[[worker]]\nname = \"w3\"\naddress = \"192.0.2.23\"\n"
     ));
     let run = cluster.generate();
-    assert!(run.stdout.contains("created 6 files"), "{}", run.stdout);
+    assert!(run.stdout.contains("created 8 files"), "{}", run.stdout);
     let after = snapshot(&cluster.store());
     for (file, state) in &before {
         if file == "nodes/" {
@@ -430,6 +437,8 @@ fn adding_a_worker_adds_only_its_files() {
             "nodes/w3/kube-proxy.conf",
             "nodes/w3/kube-proxy.crt",
             "nodes/w3/kube-proxy.key",
+            "nodes/w3/kubelet-server.crt",
+            "nodes/w3/kubelet-server.key",
             "nodes/w3/kubelet.conf",
             "nodes/w3/kubelet.crt",
             "nodes/w3/kubelet.key",
@@ -664,7 +673,7 @@ fn rsa_2048_store_is_complete_and_verifies() {
         + "[[master]]\nname = \"m1\"\naddress = \"192.0.2.11\"\n";
     let cluster = Cluster::new(&inventory);
     let run = cluster.generate();
-    assert!(run.stdout.contains("created 36 files"), "{}", run.stdout);
+    assert!(run.stdout.contains("created 38 files"), "{}", run.stdout);
     assert!(!cluster.file("ingress-ca.crt").exists());
     for (file, ca) in [
         ("nodes/m1/apiserver.crt", "ca.crt"),
@@ -831,7 +840,12 @@ fn changed_endpoint_keeps_existing_certificates_and_warns() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("rotate-certs"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("then `ocfk8s pki generate` issues it anew from the same CA"),
+        "{}",
+        run.stderr
+    );
     assert!(
         run.stderr.contains(
             "admin.conf: server https://kube.example.org:6443, the inventory asks for https://api.example.net:6443"

@@ -27,6 +27,8 @@ const EVERY_NODE: &[&str] = &[
     "/var/lib/kube-proxy/config.conf",
     "/var/lib/kube-proxy/kubeconfig.conf",
     "/var/lib/kubelet/config.yaml",
+    "/var/lib/kubelet/pki/kubelet.crt",
+    "/var/lib/kubelet/pki/kubelet.key",
 ];
 
 const MASTERS_ALSO: &[&str] = &[
@@ -135,17 +137,52 @@ fn keys_and_kubeconfigs_are_0600_and_everything_else_0644() {
 fn workers_never_receive_a_ca_key_sa_key_or_etcd_material() {
     let rendered = render(&base_inventory());
     assert_eq!(rendered.run.status, 0, "stderr: {}", rendered.run.stderr);
+    // A worker's only keys are its own: kubelet's serving key (beside its
+    // certificate, issued for this node) and, base64-encoded inside the
+    // kubeconfigs, its client keys.
+    const OWN_KEY: &str = "/var/lib/kubelet/pki/kubelet.key";
     for worker in WORKERS {
         let paths = host_paths(&rendered.host(worker));
         let pki: Vec<&String> = paths.iter().filter(|p| p.contains("/pki/")).collect();
-        assert_eq!(pki, ["/etc/kubernetes/pki/ca.crt"], "{worker}");
+        assert_eq!(
+            pki,
+            [
+                "/etc/kubernetes/pki/ca.crt",
+                "/var/lib/kubelet/pki/kubelet.crt",
+                OWN_KEY
+            ],
+            "{worker}"
+        );
         for path in &paths {
             assert!(!path.contains("etcd"), "{worker} got {path}");
-            assert!(!path.ends_with(".key"), "{worker} got {path}");
+            assert!(
+                !path.ends_with(".key") || path == OWN_KEY,
+                "{worker} got {path}"
+            );
         }
-        // No private key hides inside another file either (kubeconfigs hold
-        // the node's own client key, base64-encoded, and nothing else).
-        for path in &paths {
+        let certificate = rendered
+            .host(worker)
+            .join("var/lib/kubelet/pki/kubelet.crt");
+        let subject = std::process::Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-subject",
+                "-ext",
+                "subjectAltName",
+                "-in",
+            ])
+            .arg(&certificate)
+            .output()
+            .expect("openssl");
+        let subject = String::from_utf8_lossy(&subject.stdout);
+        assert!(
+            subject.contains(&format!("CN = system:node:{worker}")),
+            "{subject}"
+        );
+        assert!(subject.contains(&format!("DNS:{worker}")), "{subject}");
+        // No private key hides inside another file either.
+        for path in paths.iter().filter(|path| path.as_str() != OWN_KEY) {
             let text = rendered.text(worker, path);
             assert!(!text.contains("PRIVATE KEY"), "{worker}:{path} holds a key");
         }
@@ -264,7 +301,12 @@ struct KubeletConfiguration {
     container_runtime_endpoint: String,
     healthz_bind_address: String,
     healthz_port: u16,
+    resolv_conf: String,
     rotate_certificates: bool,
+    #[serde(rename = "serverTLSBootstrap")]
+    server_tls_bootstrap: bool,
+    tls_cert_file: String,
+    tls_private_key_file: String,
     static_pod_path: String,
     #[serde(default)]
     register_with_taints: Vec<KubeletTaint>,
@@ -376,7 +418,17 @@ fn component_configs_deserialize_into_the_upstream_types() {
         assert!(kubelet.authentication.webhook.enabled);
         assert!(!kubelet.authentication.anonymous.enabled);
         assert_eq!(kubelet.authorization.mode, "Webhook");
-        assert!(kubelet.rotate_certificates);
+        // ocfk8s owns kubelet's certificates: kubelet neither rotates its
+        // client certificate nor bootstraps a serving one, and serves the
+        // pair issued from the cluster CA.
+        assert!(!kubelet.rotate_certificates);
+        assert!(!kubelet.server_tls_bootstrap);
+        assert_eq!(kubelet.tls_cert_file, "/var/lib/kubelet/pki/kubelet.crt");
+        assert_eq!(
+            kubelet.tls_private_key_file,
+            "/var/lib/kubelet/pki/kubelet.key"
+        );
+        assert_eq!(kubelet.resolv_conf, "/etc/resolv.conf");
         assert_eq!(kubelet.static_pod_path, "/etc/kubernetes/manifests");
         let control_plane_tainted = kubelet.register_with_taints.iter().any(|taint| {
             taint.key == "node-role.kubernetes.io/control-plane" && taint.effect == "NoSchedule"

@@ -28,6 +28,9 @@ pub struct Cluster {
     /// Absolute (or inventory-relative resolved) path of the PKI store.
     pub pki_dir: PathBuf,
     pub templates_dir: Option<PathBuf>,
+    /// The resolv.conf kubelet hands to pods (and CoreDNS forwards to):
+    /// on hosts running systemd-resolved, its real file, not the stub.
+    pub resolv_conf: String,
     pub ssh: Ssh,
     pub install: Install,
     pub ingress: Option<Ingress>,

@@ -40,6 +40,7 @@ pub(crate) struct RawCluster {
     pub ca_validity_days: Option<Spanned<u32>>,
     pub pki_dir: Option<Spanned<String>>,
     pub templates_dir: Option<Spanned<String>>,
+    pub resolv_conf: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

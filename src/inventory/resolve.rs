@@ -37,6 +37,9 @@ pub const MAX_CONNECT_TIMEOUT_SECS: u32 = 3_600;
 /// offending value) are cut in the middle.
 const MAX_MESSAGE: usize = 400;
 
+/// kubelet's `resolvConf` unless the inventory says otherwise.
+pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
+
 /// The result of resolving an inventory that had no errors.
 #[derive(Debug)]
 pub struct Resolved {
@@ -160,6 +163,7 @@ pub(crate) fn resolve(
         ca_validity_days,
         pki_dir,
         templates_dir,
+        resolv_conf,
     } = cluster;
 
     if !syntax::is_dns_label(name.get_ref()) {
@@ -218,6 +222,14 @@ pub(crate) fn resolve(
             check.error_span(service.span.clone(), "cluster.service_cidr", message);
         }
     }
+
+    let resolv_conf = match resolv_conf {
+        Some(path) => {
+            check.check(&path, "cluster.resolv_conf", |path| syntax::host_path(path));
+            path.into_inner()
+        }
+        None => DEFAULT_RESOLV_CONF.to_string(),
+    };
 
     let cluster_domain = match cluster_domain {
         Some(domain) => {
@@ -688,6 +700,7 @@ pub(crate) fn resolve(
         ca_validity_days,
         pki_dir,
         templates_dir,
+        resolv_conf,
         ssh,
         install,
         ingress,

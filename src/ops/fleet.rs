@@ -143,6 +143,10 @@ impl Fleet {
         phases: &[Phase],
     ) -> Vec<(String, Problems)> {
         let need_binaries = work.needs_binaries_present(phases);
+        let kubelet_runs = phases
+            .iter()
+            .any(|phase| matches!(phase, Phase::ControlPlane | Phase::Nodes));
+        let resolv_conf = kubelet_runs.then_some(cluster.resolv_conf.as_str());
         self.hosts
             .iter()
             .map(|host| {
@@ -150,6 +154,7 @@ impl Fleet {
                     &host.facts,
                     self.is_master(&host.name),
                     &cluster.install.bin_dir,
+                    resolv_conf,
                     need_binaries,
                 );
                 (host.name.clone(), problems)
@@ -320,6 +325,7 @@ async fn preflight(cluster: &Cluster, host: &Host, master: bool) -> anyhow::Resu
         host,
         &FactsRequest {
             bin_dir: &cluster.install.bin_dir,
+            resolv_conf: &cluster.resolv_conf,
             binaries: &binaries,
             packages: &packages,
         },

@@ -37,12 +37,43 @@ pub(crate) struct Problems {
     pub(crate) warnings: Vec<String>,
 }
 
+/// kubelet hands `resolv_conf` to pods and CoreDNS forwards to its
+/// nameservers: a file that is missing, or lists only loopback stubs (such
+/// as systemd-resolved's 127.0.0.53, which CoreDNS's loop plugin then
+/// detects and stops on), breaks cluster DNS.
+fn resolv_conf_problem(facts: &HostFacts, resolv_conf: &str) -> Option<String> {
+    let hint = if facts.systemd_resolved {
+        "this host runs systemd-resolved: set [cluster] resolv_conf = \"/run/systemd/resolve/resolv.conf\""
+    } else {
+        "set [cluster] resolv_conf to a file listing the real nameservers"
+    };
+    match &facts.nameservers {
+        None => Some(format!(
+            "kubelet's resolv.conf {resolv_conf} is missing or unreadable; {hint}"
+        )),
+        Some(nameservers) => {
+            let loopback = |server: &String| {
+                server
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|address| address.is_loopback())
+            };
+            (!nameservers.is_empty() && nameservers.iter().all(loopback)).then(|| {
+                format!(
+                    "kubelet's resolv.conf {resolv_conf} names only the local stub {} (CoreDNS would forward to itself); {hint}",
+                    nameservers.join(", ")
+                )
+            })
+        }
+    }
+}
+
 /// Check one host's facts; `need_binaries`: the binaries must already be
-/// in `bin_dir`.
+/// in `bin_dir`; `resolv_conf`: kubelet will run, reading that file.
 pub(crate) fn check_host(
     facts: &HostFacts,
     master: bool,
     bin_dir: &str,
+    resolv_conf: Option<&str>,
     need_binaries: bool,
 ) -> Problems {
     let mut problems = Problems::default();
@@ -111,6 +142,9 @@ pub(crate) fn check_host(
             .push("`ss` is missing: could not check that ports are free".to_string()),
         None => {}
     }
+    if let Some(problem) = resolv_conf.and_then(|path| resolv_conf_problem(facts, path)) {
+        problems.errors.push(problem);
+    }
     if facts.clock_skew_secs.abs() > MAX_CLOCK_SKEW_SECS {
         problems.warnings.push(format!(
             "clock is {:+.1} s off this machine's; etcd's TLS and leases dislike skew (run NTP)",
@@ -143,7 +177,7 @@ mod tests {
     #[test]
     fn a_ready_host_has_no_problems() {
         assert_eq!(
-            check_host(&facts(), true, "/usr/bin", true),
+            check_host(&facts(), true, "/usr/bin", None, true),
             Problems::default()
         );
     }
@@ -168,7 +202,7 @@ mod tests {
             holder: Some("etcd (pid 7)".into()),
             program: Some("etcd".into()),
         });
-        let problems = check_host(&facts, true, "/usr/local/bin", true);
+        let problems = check_host(&facts, true, "/usr/local/bin", None, true);
         let errors = problems.errors.join("\n");
         assert!(errors.contains("riscv64"), "{errors}");
         assert!(
@@ -194,7 +228,37 @@ mod tests {
             .binaries
             .insert("kubelet".into(), BinaryPresence::Executable);
         facts.binaries.remove("etcd");
-        assert!(check_host(&facts, false, "/usr/bin", true)
+        assert!(check_host(&facts, false, "/usr/bin", None, true)
+            .errors
+            .is_empty());
+    }
+
+    #[test]
+    fn a_resolv_conf_naming_only_a_loopback_stub_is_refused_with_the_fix() {
+        let mut facts = facts();
+        facts.systemd_resolved = true;
+        facts.nameservers = Some(vec!["127.0.0.53".into()]);
+        let errors = check_host(&facts, false, "/usr/bin", Some("/etc/resolv.conf"), false).errors;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("names only the local stub 127.0.0.53"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].contains("resolv_conf = \"/run/systemd/resolve/resolv.conf\""),
+            "{errors:?}"
+        );
+        facts.nameservers = Some(vec!["127.0.0.53".into(), "10.0.0.2".into()]);
+        assert!(
+            check_host(&facts, false, "/usr/bin", Some("/etc/resolv.conf"), false)
+                .errors
+                .is_empty()
+        );
+        facts.nameservers = None;
+        let errors = check_host(&facts, false, "/usr/bin", Some("/etc/resolv.conf"), false).errors;
+        assert!(errors[0].contains("missing or unreadable"), "{errors:?}");
+        // Without kubelet in the run, the file does not matter.
+        assert!(check_host(&facts, false, "/usr/bin", None, false)
             .errors
             .is_empty());
     }

@@ -233,8 +233,8 @@ pub fn leaves(cluster: &Cluster) -> Vec<LeafSpec> {
     specs
 }
 
-/// The leaves of one node: kubelet and kube-proxy everywhere, etcd and the
-/// control plane on masters.
+/// The leaves of one node: kubelet (client and serving) and kube-proxy
+/// everywhere, etcd and the control plane on masters.
 pub fn node_leaves(cluster: &Cluster, node: &Node) -> Vec<LeafSpec> {
     let endpoint = cluster.control_plane_endpoint.url();
     let local_endpoint = crate::inventory::Endpoint {
@@ -269,6 +269,21 @@ pub fn node_leaves(cluster: &Cluster, node: &Node) -> Vec<LeafSpec> {
             ),
             &endpoint,
         ),
+        // kubelet's serving certificate, from the cluster CA (kubeadm leaves
+        // it self-signed): the apiserver verifies kubelets against the CA
+        // (`--kubelet-certificate-authority`), as the kubelet-serving
+        // signer would issue it.
+        LeafSpec {
+            organizations: vec!["system:nodes".to_string()],
+            ..server(
+                format!("{dir}/kubelet-server"),
+                Authority::Kubernetes,
+                &format!("system:node:{}", node.name),
+                false,
+                vec![node.name.clone()],
+                vec![node.address],
+            )
+        },
     ];
     if node.is_master() {
         let etcd_dns = vec![node.name.clone(), "localhost".to_string()];

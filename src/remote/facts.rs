@@ -35,6 +35,9 @@ pub(crate) struct HostFacts {
     /// `/run/systemd/resolve/resolv.conf` exists: the kubelet should read
     /// that file rather than the stub `/etc/resolv.conf`.
     pub(crate) systemd_resolved: bool,
+    /// The nameservers of the resolv.conf kubelet will read; `None` when
+    /// that file is missing or unreadable.
+    pub(crate) nameservers: Option<Vec<String>>,
     /// `/var/lib/etcd/member` exists: this host already runs (or ran) etcd.
     pub(crate) etcd_data: bool,
     /// `systemctl is-active kubelet.service` said `active`.
@@ -69,6 +72,8 @@ pub(crate) enum BinaryPresence {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct FactsRequest<'a> {
     pub(crate) bin_dir: &'a str,
+    /// The resolv.conf kubelet will read: its nameservers are reported.
+    pub(crate) resolv_conf: &'a str,
     pub(crate) binaries: &'a [&'a str],
     pub(crate) packages: &'a [&'a str],
 }
@@ -99,6 +104,14 @@ pub(crate) fn facts_script(request: &FactsRequest<'_>) -> anyhow::Result<String>
            echo 'listeners'\n  \
            ss -ltnpH 2>/dev/null | sed 's/^/listen /' || true\n\
          fi\n"
+    );
+    check_path(request.resolv_conf)?;
+    let _ = writeln!(
+        script,
+        "if [ -r {path} ]; then\n  echo 'resolv present'\n  \
+           sed -n 's/^[[:space:]]*nameserver[[:space:]][[:space:]]*\\([^[:space:]]*\\).*/nameserver \\1/p' {path}\n\
+         fi",
+        path = quote(request.resolv_conf)
     );
     if !request.binaries.is_empty() {
         check_path(request.bin_dir)?;
@@ -163,6 +176,11 @@ pub(crate) fn parse_facts(output: &str, local_midpoint: f64) -> anyhow::Result<H
             "arch" => facts.arch = value.trim().to_string(),
             "os" => facts.os = value.trim().to_string(),
             "resolved" => facts.systemd_resolved = value == "yes",
+            "resolv" => facts.nameservers = Some(Vec::new()),
+            "nameserver" => facts
+                .nameservers
+                .get_or_insert_with(Vec::new)
+                .push(value.trim().to_string()),
             "etcd-data" => facts.etcd_data = value == "yes",
             "kubelet" => facts.kubelet_active = value == "active",
             "listeners" => facts.listeners = Some(Vec::new()),
@@ -279,8 +297,15 @@ mod tests {
         )
         .expect("chmod");
         std::fs::write(dir.path().join("kubelet"), "x").expect("write");
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            "# stub\nsearch example.org\nnameserver 127.0.0.53\n  nameserver\t10.0.0.2 \n",
+        )
+        .expect("write");
         let script = facts_script(&FactsRequest {
             bin_dir: bin,
+            resolv_conf: resolv.to_str().expect("utf-8"),
             binaries: &["etcd", "kubelet", "kube-proxy"],
             packages: &["coreutils", "surely-not-a-package"],
         })
@@ -303,6 +328,10 @@ mod tests {
         assert_eq!(facts.binaries["etcd"], BinaryPresence::Executable);
         assert_eq!(facts.binaries["kubelet"], BinaryPresence::NotExecutable);
         assert_eq!(facts.binaries["kube-proxy"], BinaryPresence::Missing);
+        assert_eq!(
+            facts.nameservers,
+            Some(vec!["127.0.0.53".to_string(), "10.0.0.2".to_string()])
+        );
         if std::path::Path::new("/usr/bin/dpkg-query").exists() {
             assert!(facts.packages.contains_key("coreutils"), "{facts:?}");
             assert!(!facts.packages.contains_key("surely-not-a-package"));

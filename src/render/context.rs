@@ -18,7 +18,7 @@ pub(crate) const FLANNEL_CNI_PLUGIN_IMAGE: &str =
     "docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel2";
 pub(crate) const WEAVE_KUBE_IMAGE: &str = "docker.io/weaveworks/weave-kube:2.8.1";
 pub(crate) const WEAVE_NPC_IMAGE: &str = "docker.io/weaveworks/weave-npc:2.8.1";
-pub(crate) const INGRESS_NGINX_IMAGE: &str = "registry.k8s.io/ingress-nginx/controller:v1.11.3";
+pub(crate) const INGRESS_NGINX_IMAGE: &str = "registry.k8s.io/ingress-nginx/controller:v1.12.8";
 
 /// The sandbox (pause) image each supported Kubernetes minor expects, as
 /// kubeadm pins it.
@@ -44,6 +44,9 @@ pub(crate) struct Context {
     pub node: NodeFacts,
     pub masters: Vec<HostRef>,
     pub workers: Vec<HostRef>,
+    /// The masters' addresses as host networks (`a/32,b/32`): the proxies
+    /// whose forwarded headers ingress-nginx trusts.
+    pub trusted_proxies: String,
     pub etcd: EtcdFacts,
     pub ingress: Option<IngressFacts>,
     pub images: Images,
@@ -67,6 +70,7 @@ pub(crate) struct ClusterFacts {
     pub dns_service_ip: String,
     pub bin_dir: String,
     pub container_runtime_endpoint: String,
+    pub resolv_conf: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -163,6 +167,7 @@ impl Context {
                 dns_service_ip: cluster.dns_service_ip().to_string(),
                 bin_dir: cluster.install.bin_dir.trim_end_matches('/').to_string(),
                 container_runtime_endpoint: CONTAINER_RUNTIME_ENDPOINT.to_string(),
+                resolv_conf: cluster.resolv_conf.clone(),
             },
             node: NodeFacts {
                 name: node.name.clone(),
@@ -178,6 +183,15 @@ impl Context {
                 taints: taints(node),
             },
             masters: cluster.masters.iter().map(host_ref).collect(),
+            trusted_proxies: cluster
+                .masters
+                .iter()
+                .map(|master| match master.address {
+                    std::net::IpAddr::V4(v4) => format!("{v4}/32"),
+                    std::net::IpAddr::V6(v6) => format!("{v6}/128"),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
             workers: cluster.workers.iter().map(host_ref).collect(),
             etcd: etcd_facts(cluster, etcd),
             ingress: ingress_facts(cluster, node),

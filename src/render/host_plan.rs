@@ -152,6 +152,18 @@ fn plan(cluster: &Cluster, node: &Node) -> Vec<Planned> {
             KUBELET,
         ),
         store(
+            "/var/lib/kubelet/pki/kubelet.crt",
+            &own("kubelet-server.crt"),
+            Public,
+            KUBELET,
+        ),
+        store(
+            "/var/lib/kubelet/pki/kubelet.key",
+            &own("kubelet-server.key"),
+            Secret,
+            KUBELET,
+        ),
+        store(
             "/var/lib/kube-proxy/kubeconfig.conf",
             &own("kube-proxy.conf"),
             Secret,

@@ -161,12 +161,6 @@ fn check_etcd_members(cluster: &Cluster, etcd: &EtcdBootstrap) -> anyhow::Result
 /// Every store file the cluster needs must exist before anything renders.
 fn check_store(cluster: &Cluster, store: &crate::pki::Store) -> anyhow::Result<()> {
     let dir = store.dir();
-    if !dir.is_dir() {
-        return Err(bad_input(format!(
-            "PKI store {} does not exist: run `ocfk8s pki generate` first",
-            dir.display()
-        )));
-    }
     let mut missing = Vec::new();
     for relative in required_store_files(cluster) {
         if store.read_optional(&relative)?.is_none() {
