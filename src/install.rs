@@ -201,6 +201,18 @@ pub(crate) fn apt_script(request: &AptRequest) -> String {
     let _ = writeln!(script, "kubernetes='{}'", request.kubernetes.join(" "));
     script.push_str(
         r#"status() { dpkg-query -W -f='${db:Status-Abbrev}|${Version}' "$1" 2>/dev/null || true; }
+# Debian's CNI plugins live in /usr/lib/cni; containerd and flannel's own
+# plugin use /opt/cni/bin: link the ones flannel needs there.
+link_cni() {
+  [ -d /usr/lib/cni ] || return 0
+  mkdir -p /opt/cni/bin
+  for p in bridge host-local loopback portmap; do
+    if [ -e "/usr/lib/cni/$p" ] && [ ! -e "/opt/cni/bin/$p" ]; then
+      ln -s "/usr/lib/cni/$p" "/opt/cni/bin/$p"
+    fi
+  done
+  return 0
+}
 missing=''
 for p in $debian; do
   case "$(status "$p")" in
@@ -217,6 +229,7 @@ for p in $kubernetes; do
 done
 if [ -z "$missing$kube_missing" ]; then
   apt-mark hold $kubernetes >/dev/null
+  link_cni
   echo 'nothing to install'
   return 0
 fi
@@ -246,6 +259,7 @@ fi
 apt-get update -q
 apt-get install -y -q --no-install-recommends --allow-downgrades --allow-change-held-packages $missing $kube_missing
 apt-mark hold $kubernetes >/dev/null
+link_cni
 echo "installed:$missing$kube_missing"
 }
 ocfk8s_apt
@@ -359,8 +373,15 @@ mod tests {
         let root = dir.path().to_str().expect("utf-8");
         let script = apt_script(request)
             .replace("/etc/apt/", &format!("{root}/etc/apt/"))
-            .replace("/usr/sbin/policy-rc.d", &format!("{root}/policy-rc.d"));
+            .replace("/usr/sbin/policy-rc.d", &format!("{root}/policy-rc.d"))
+            .replace("/usr/lib/cni", &format!("{root}/usr/lib/cni"))
+            .replace("/opt/cni/bin", &format!("{root}/opt/cni/bin"));
         std::fs::create_dir_all(dir.path().join("etc/apt/sources.list.d")).expect("mkdir");
+        // Debian's CNI plugins, as containernetworking-plugins installs them.
+        std::fs::create_dir_all(dir.path().join("usr/lib/cni")).expect("mkdir");
+        for plugin in ["bridge", "host-local", "loopback", "portmap", "macvlan"] {
+            std::fs::write(dir.path().join("usr/lib/cni").join(plugin), "").expect("write");
+        }
         let output = std::process::Command::new("sh")
             .arg("-c")
             .arg(&script)
@@ -372,6 +393,15 @@ mod tests {
             !dir.path().join("policy-rc.d").exists(),
             "the policy-rc.d was left behind"
         );
+        // flannel's plugins are linked where containerd looks for them.
+        for plugin in ["bridge", "host-local", "loopback", "portmap"] {
+            let link = dir.path().join("opt/cni/bin").join(plugin);
+            assert_eq!(
+                std::fs::read_link(&link).ok(),
+                Some(dir.path().join("usr/lib/cni").join(plugin)),
+                "{plugin}"
+            );
+        }
         (
             output.status.success(),
             String::from_utf8_lossy(&output.stdout).into_owned()

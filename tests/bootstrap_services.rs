@@ -494,4 +494,31 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
     );
     let status = cluster.run(&["status"]);
     assert_eq!(status.status, 0, "{}\n{}", status.stdout, status.stderr);
+
+    // A master listed in the inventory that is not an etcd member (here w1,
+    // moved under [[master]]) is refused before anything changes, with a
+    // pointer to add-master.
+    let text = std::fs::read_to_string(&cluster.inventory).expect("inventory");
+    std::fs::write(
+        cluster.sandbox.dir.path().join("grown.toml"),
+        text.replace("[[worker]]\nname = \"w1\"", "[[master]]\nname = \"w1\""),
+    )
+    .expect("write");
+    let before = cluster.sandbox.files("w1");
+    let refused: Run = ocfk8s()
+        .current_dir(cluster.sandbox.dir.path())
+        .args(["-i", "grown.toml", "--no-progress", "bootstrap"])
+        .output()
+        .expect("run")
+        .into();
+    assert_eq!(refused.status, 2, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("w1 is listed as master but it is not a member of the running etcd cluster")
+            && refused.stderr.contains("`ocfk8s add-master w1`"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(cluster.sandbox.files("w1"), before, "nothing changed on w1");
 }

@@ -90,7 +90,10 @@ pub(crate) fn run(
             progress: &progress,
         };
         let result = match run.preflight() {
-            Ok(()) => run.phases().await,
+            Ok(()) => match run.refuse_masters_outside_etcd().await {
+                Ok(()) => run.phases().await,
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         };
         drop(progress);
@@ -607,6 +610,59 @@ impl Run<'_> {
 }
 
 impl Run<'_> {
+    /// Before anything changes: in a running etcd cluster (some master has
+    /// etcd data), a master without data that is not a member must be
+    /// added with `add-master`, never started as a cluster of its own.
+    /// When etcd cannot be asked, the etcd phase checks again.
+    async fn refuse_masters_outside_etcd(&self) -> anyhow::Result<()> {
+        if !self.phases.contains(&Phase::Etcd) {
+            return Ok(());
+        }
+        let masters: Vec<(&Host, &Node)> = self
+            .fleet
+            .hosts
+            .iter()
+            .filter_map(|host| self.master(host).map(|node| (host, node)))
+            .collect();
+        let Some((asker, _)) = masters.iter().find(|(host, _)| host.facts.etcd_data) else {
+            return Ok(());
+        };
+        let newcomers: Vec<&Node> = masters
+            .iter()
+            .filter(|(host, _)| !host.facts.etcd_data)
+            .map(|(_, node)| *node)
+            .collect();
+        if newcomers.is_empty() {
+            return Ok(());
+        }
+        let Ok(view) = health::etcd_view(self.cluster, asker).await else {
+            return Ok(());
+        };
+        let outside: Vec<&str> = newcomers
+            .iter()
+            .filter(|node| {
+                !view
+                    .members
+                    .iter()
+                    .any(|member| super::status::member_is(member, node))
+            })
+            .map(|node| node.name.as_str())
+            .collect();
+        if outside.is_empty() {
+            return Ok(());
+        }
+        Err(crate::error::bad_input(format!(
+            "{} {} listed as master{} but {} not a member of the running etcd cluster; nothing was changed. \
+             Add {} with `ocfk8s add-master {}`",
+            outside.join(", "),
+            if outside.len() == 1 { "is" } else { "are" },
+            if outside.len() == 1 { "" } else { "s" },
+            if outside.len() == 1 { "it is" } else { "they are" },
+            if outside.len() == 1 { "it" } else { "each" },
+            if outside.len() == 1 { outside[0] } else { "NAME" },
+        )))
+    }
+
     async fn addons(&self, desired: &[HostFiles], store: &crate::pki::Store) -> anyhow::Result<()> {
         let super_admin = store
             .read("super-admin.conf")
