@@ -8,6 +8,14 @@ pub(crate) fn run(
     args: &BootstrapArgs,
     printer: &Printer,
 ) -> anyhow::Result<()> {
+    let phases = crate::phase::phases_to_run(&args.phases.skip_phases)?;
     let resolved = super::load_inventory(&global.inventory, printer)?;
-    crate::ops::bootstrap::run(&resolved.cluster, global, args, printer)
+    let cluster = &resolved.cluster;
+    crate::ops::bootstrap::run(
+        cluster,
+        &super::settings(cluster, global),
+        &phases,
+        args.dry_run,
+        printer,
+    )
 }

@@ -29,7 +29,8 @@ pub(crate) fn run(
     let cluster = &resolved.cluster;
     let found = fleet::runtime()?.block_on(async {
         let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
-        let fleet = Fleet::connect_all(cluster, global, &progress).await?;
+        let fleet =
+            Fleet::connect_all(cluster, &super::settings(cluster, global), &progress).await?;
         let found = remote::for_each_host(
             &fleet.hosts,
             |host| host.name.as_str(),

@@ -23,6 +23,22 @@ pub(crate) fn not_yet(command: &str) -> anyhow::Result<()> {
     anyhow::bail!("`ocfk8s {command}` is not implemented yet")
 }
 
+/// The run settings from the global flags, for `cluster`.
+pub(crate) fn settings(
+    cluster: &inventory::Cluster,
+    global: &crate::cli::GlobalArgs,
+) -> crate::ops::settings::RunSettings {
+    crate::ops::settings::RunSettings {
+        concurrency: global
+            .concurrency
+            .map(|value| value as usize)
+            .unwrap_or(cluster.ssh.concurrency)
+            .max(1),
+        accept_new_host_keys: global.accept_new_host_keys,
+        templates: global.templates.clone(),
+    }
+}
+
 /// Load the inventory and show its warnings.
 pub(crate) fn load_inventory(path: &Path, printer: &Printer) -> anyhow::Result<Resolved> {
     let resolved = inventory::load(path)?;

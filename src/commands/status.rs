@@ -11,17 +11,11 @@ use crate::remote::Connector;
 pub(crate) fn run(global: &GlobalArgs, args: &StatusArgs, printer: &Printer) -> anyhow::Result<()> {
     let resolved = super::load_inventory(&global.inventory, printer)?;
     let cluster = &resolved.cluster;
+    let settings = super::settings(cluster, global);
     let report = fleet::runtime()?.block_on(async {
-        let connector = Connector::new(cluster, global.accept_new_host_keys)?;
+        let connector = Connector::new(cluster, settings.accept_new_host_keys)?;
         connector.connect_jump_host().await?;
-        Ok::<_, anyhow::Error>(
-            gather(
-                cluster,
-                &connector,
-                fleet::concurrency(cluster, global.concurrency),
-            )
-            .await,
-        )
+        Ok::<_, anyhow::Error>(gather(cluster, &connector, settings.concurrency).await)
     })?;
     let problems = report.problems();
     match args.output {

@@ -26,9 +26,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::{BootstrapArgs, GlobalArgs};
 use crate::inventory::{Cluster, InstallMethod, Node};
-use crate::phase::{phases_to_run, Phase};
+use crate::phase::Phase;
 use crate::plan::{HostPlan, ServiceAction, ServiceChange};
 use crate::printer::{HostProgress, Printer};
 use crate::remote::etcdctl::Etcdctl;
@@ -40,6 +39,7 @@ use super::desired::desired_files;
 use super::fleet::{self, Fleet};
 use super::health;
 use super::install::{self, InstallWork};
+use super::settings::RunSettings;
 
 /// Where static pod manifests live; their writes restart pods.
 const MANIFESTS: &str = "/etc/kubernetes/manifests/";
@@ -54,36 +54,36 @@ const ADDONS_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn run(
     cluster: &Cluster,
-    global: &GlobalArgs,
-    args: &BootstrapArgs,
+    settings: &RunSettings,
+    phases: &[Phase],
+    dry_run: bool,
     printer: &Printer,
 ) -> anyhow::Result<()> {
-    let phases = phases_to_run(&args.phases.skip_phases)?;
-    if args.dry_run {
-        return crate::commands::plan::show(
+    if dry_run {
+        return super::survey::show(
             cluster,
-            global,
-            &phases,
-            crate::cli::TextOrJson::Text,
+            settings,
+            phases,
+            super::survey::PlanFormat::Text,
             false,
             printer,
         );
     }
     // Local checks first: a missing file to upload changes nothing anywhere.
-    let work = install::prepare(cluster, &phases)?;
+    let work = install::prepare(cluster, phases)?;
     let lock = crate::lock::acquire(&cluster.pki_dir, "bootstrap")?;
     printer.detail(&format!("holding the run lock {}", lock.path().display()));
 
     fleet::runtime()?.block_on(async {
         printer.info("preflight: connecting to every host");
         let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
-        let mut fleet = Fleet::connect_all(cluster, global, &progress).await?;
+        let mut fleet = Fleet::connect_all(cluster, settings, &progress).await?;
         fleet.set_install(cluster, &work);
         let run = Run {
             cluster,
-            global,
+            settings,
             lock: &lock,
-            phases: &phases,
+            phases,
             fleet: &fleet,
             work: &work,
             printer,
@@ -104,7 +104,7 @@ pub(crate) fn run(
 
 struct Run<'a> {
     cluster: &'a Cluster,
-    global: &'a GlobalArgs,
+    settings: &'a RunSettings,
     lock: &'a crate::lock::RunLock,
     phases: &'a [Phase],
     fleet: &'a Fleet,
@@ -163,7 +163,7 @@ impl Run<'_> {
                     desired = Some(desired_files(
                         self.cluster,
                         &checked,
-                        self.global.templates.as_deref(),
+                        self.settings.templates.as_deref(),
                     )?);
                     store = Some(checked);
                 }

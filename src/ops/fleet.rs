@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
 
-use crate::cli::GlobalArgs;
+use super::settings::RunSettings;
 use crate::install::{binaries_for, AptRequest};
 use crate::inventory::{Cluster, InstallMethod, Node};
 use crate::phase::Phase;
@@ -163,19 +163,18 @@ impl Fleet {
             .collect()
     }
 
-    /// Connect to every node of the inventory with the run's flags
-    /// (`--concurrency`, `--accept-new-host-keys`).
+    /// Connect to every node of the inventory with the run's settings.
     pub(crate) async fn connect_all(
         cluster: &Cluster,
-        global: &GlobalArgs,
+        settings: &RunSettings,
         progress: &HostProgress,
     ) -> anyhow::Result<Fleet> {
         let nodes: Vec<&Node> = cluster.nodes().collect();
         Fleet::connect(
             cluster,
             &nodes,
-            concurrency(cluster, global.concurrency),
-            global.accept_new_host_keys,
+            settings.concurrency,
+            settings.accept_new_host_keys,
             progress,
         )
         .await
@@ -379,11 +378,4 @@ fn summary_of(plan: &HostPlan) -> String {
             plan.services.len()
         )
     }
-}
-
-/// The effective concurrency: `--concurrency`, else `[ssh] concurrency`.
-pub(crate) fn concurrency(cluster: &Cluster, flag: Option<u32>) -> usize {
-    flag.map(|value| value as usize)
-        .unwrap_or(cluster.ssh.concurrency)
-        .max(1)
 }

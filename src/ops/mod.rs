@@ -8,4 +8,6 @@ pub(crate) mod fleet;
 pub(crate) mod health;
 pub(crate) mod install;
 pub(crate) mod preflight;
+pub(crate) mod settings;
 pub(crate) mod status;
+pub(crate) mod survey;

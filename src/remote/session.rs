@@ -271,48 +271,12 @@ impl Host {
     /// a failed connection (ssh's status 255) or a refused `sudo -n` is an
     /// error here.
     pub(crate) async fn exec(&self, script: &str) -> anyhow::Result<ExecOutput> {
-        let mut command = if self.sudo {
-            let mut command = self.session.command("sudo");
-            command.arg("-n").arg("sh").arg("-s");
-            command
-        } else {
-            let mut command = self.session.command("sh");
-            command.arg("-s");
-            command
-        };
-        command
-            .stdin(openssh::Stdio::piped())
-            .stdout(openssh::Stdio::piped())
-            .stderr(openssh::Stdio::piped());
-        let mut child = command.spawn().await.context("starting a remote shell")?;
-        let mut stdin = child
-            .stdin()
-            .take()
-            .context("the remote shell has no stdin")?;
-        let feed = async move {
-            stdin.write_all(script.as_bytes()).await?;
-            stdin.shutdown().await
-        };
-        let (fed, output) = tokio::join!(feed, child.wait_with_output());
-        let output = output.context("waiting for the remote shell")?;
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        if self.sudo && !output.status.success() && stderr.contains("password is required") {
-            bail!(
-                "user {} cannot become root without a password (`sudo -n` refused): allow it passwordless sudo, or connect as root",
-                self.user
-            );
-        }
-        if output.status.code() == Some(255) {
-            bail!("the SSH connection failed: {stderr}");
-        }
-        if output.status.success() {
-            fed.context("sending the script to the remote shell")?;
-        }
-        Ok(ExecOutput {
-            status: output.status.code(),
-            stdout: output.stdout,
-            stderr,
-        })
+        self.shell(
+            &["-s"],
+            script.as_bytes(),
+            "sending the script to the remote shell",
+        )
+        .await
     }
 
     /// Run `script` with `sh -c` as root, streaming `input` to its stdin
@@ -322,7 +286,19 @@ impl Host {
     pub(crate) async fn exec_streaming(
         &self,
         script: &str,
+        input: impl tokio::io::AsyncRead + Unpin,
+    ) -> anyhow::Result<ExecOutput> {
+        self.shell(&["-c", script], input, "streaming to the remote shell")
+            .await
+    }
+
+    /// `sh ARGS` as root (through `sudo -n` for other users) with `input`
+    /// copied to its stdin.
+    async fn shell(
+        &self,
+        args: &[&str],
         mut input: impl tokio::io::AsyncRead + Unpin,
+        feeding: &'static str,
     ) -> anyhow::Result<ExecOutput> {
         let mut command = if self.sudo {
             let mut command = self.session.command("sudo");
@@ -332,8 +308,7 @@ impl Host {
             self.session.command("sh")
         };
         command
-            .arg("-c")
-            .arg(script)
+            .args(args)
             .stdin(openssh::Stdio::piped())
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped());
@@ -359,7 +334,7 @@ impl Host {
             bail!("the SSH connection failed: {stderr}");
         }
         if output.status.success() {
-            fed.context("streaming to the remote shell")?;
+            fed.context(feeding)?;
         }
         Ok(ExecOutput {
             status: output.status.code(),

@@ -1,0 +1,62 @@
+//! `plan` (and `bootstrap --dry-run`): read every host and show what the
+//! given phases would change, changing nothing.
+
+use crate::error::ChangesPending;
+use crate::inventory::Cluster;
+use crate::phase::Phase;
+use crate::printer::Printer;
+
+use super::desired::desired_files;
+use super::fleet::{self, Fleet};
+use super::settings::RunSettings;
+
+/// How a plan is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlanFormat {
+    /// Per host, with unified diffs of changed non-secret files.
+    Text,
+    Json,
+}
+
+/// Print the plan of `phases`; with `exit_code`, pending changes end in
+/// exit status 3.
+pub(crate) fn show(
+    cluster: &Cluster,
+    settings: &RunSettings,
+    phases: &[Phase],
+    format: PlanFormat,
+    exit_code: bool,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let work = super::install::prepare(cluster, phases)?;
+    let store = crate::pki::load(cluster, printer)?;
+    let desired = desired_files(cluster, &store, settings.templates.as_deref())?;
+    let plans = fleet::runtime()?.block_on(async {
+        let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
+        let mut fleet = Fleet::connect_all(cluster, settings, &progress).await?;
+        fleet.set_install(cluster, &work);
+        for (host, problems) in fleet.preflight_problems(cluster, &work, phases) {
+            for problem in problems.errors.iter().chain(&problems.warnings) {
+                printer.warn(&format!("{host}: preflight: {problem}"));
+            }
+        }
+        let plans = fleet
+            .survey(&desired, phases, format == PlanFormat::Text, &progress)
+            .await;
+        drop(progress);
+        fleet.close().await;
+        plans
+    })?;
+    let pending = plans.iter().any(|plan| !plan.is_empty());
+    match format {
+        PlanFormat::Text => printer.output(&crate::plan::text(&plans)),
+        PlanFormat::Json => printer.output(&serde_json::to_string_pretty(&serde_json::json!({
+            "changes_pending": pending,
+            "hosts": plans,
+        }))?),
+    }
+    if exit_code && pending {
+        return Err(ChangesPending.into());
+    }
+    Ok(())
+}
