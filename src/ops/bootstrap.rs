@@ -32,13 +32,14 @@ use crate::plan::{HostPlan, ServiceAction, ServiceChange};
 use crate::printer::{HostProgress, Printer};
 use crate::remote::etcdctl::Etcdctl;
 use crate::remote::{self, systemd, Host};
-use crate::render::HostFiles;
+use crate::render::{EtcdBootstrap, HostFiles};
 
 use super::addons;
 use super::desired::desired_files;
 use super::fleet::{self, Fleet};
 use super::health;
 use super::install::{self, InstallWork};
+use super::membership;
 use super::settings::RunSettings;
 
 /// Where static pod manifests live; their writes restart pods.
@@ -160,16 +161,34 @@ impl Run<'_> {
                 Phase::Preflight => {}
                 Phase::Pki => {
                     let checked = pki_phase(self.cluster, self.lock, self.printer)?;
+                    let etcd = membership::desired_etcd(self.cluster, &self.fleet.hosts).await;
                     desired = Some(desired_files(
                         self.cluster,
                         &checked,
                         self.settings.templates.as_deref(),
+                        etcd,
                     )?);
                     store = Some(checked);
                 }
                 Phase::Install => self.install().await?,
                 Phase::Files => self.files(desired_ref(&desired)?).await?,
-                Phase::Etcd => self.etcd(desired_ref(&desired)?).await?,
+                Phase::Etcd => {
+                    if let Some(formed) = self.etcd(desired_ref(&desired)?).await? {
+                        // A new cluster formed: from now on the masters'
+                        // etcd settings describe it as running.
+                        let checked = store
+                            .as_ref()
+                            .context("the pki phase must run before the others")?;
+                        let rendered = desired_files(
+                            self.cluster,
+                            checked,
+                            self.settings.templates.as_deref(),
+                            formed,
+                        )?;
+                        self.write_etcd_settings(&rendered).await?;
+                        desired = Some(rendered);
+                    }
+                }
                 Phase::ControlPlane => self.control_plane(desired_ref(&desired)?).await?,
                 Phase::Nodes => self.nodes(desired_ref(&desired)?).await?,
                 Phase::Lb => self.lb(desired_ref(&desired)?).await?,
@@ -277,7 +296,9 @@ impl Run<'_> {
             .await
     }
 
-    async fn etcd(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
+    /// Start or roll etcd; when this run formed a new cluster, its members'
+    /// settings as a running cluster.
+    async fn etcd(&self, desired: &[HostFiles]) -> anyhow::Result<Option<EtcdBootstrap>> {
         let plans = self.service_plans(desired, Phase::Etcd).await?;
         let masters: Vec<(&Host, &Node)> = self
             .fleet
@@ -293,7 +314,7 @@ impl Run<'_> {
         if owed.is_empty() {
             self.printer
                 .info("etcd: every member runs with its current inputs");
-            return Ok(());
+            return Ok(None);
         }
         let with_data = members_with_data(&masters).await?;
         if with_data.is_empty() {
@@ -326,7 +347,10 @@ impl Run<'_> {
             .await?;
             self.printer
                 .info(&format!("etcd: {} member(s) healthy", masters.len()));
-            return Ok(());
+            let view = health::etcd_view(self.cluster, asker)
+                .await
+                .with_context(|| format!("{}: etcd: reading the member list", asker.name))?;
+            return Ok(Some(membership::running(self.cluster, &view.members)));
         }
 
         // A running cluster: a master with no data that is not a member
@@ -365,6 +389,34 @@ impl Run<'_> {
         });
         for (host, node, changes) in order {
             self.etcd_member(host, node, changes, &masters).await?;
+        }
+        Ok(None)
+    }
+
+    /// Write the masters' etcd environment files from `desired` (they
+    /// restart nothing: etcd reads them only on a first start).
+    async fn write_etcd_settings(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
+        for host in &self.fleet.hosts {
+            if self.master(host).is_none() {
+                continue;
+            }
+            let files = self.desired_of(desired, host)?;
+            let subset = HostFiles {
+                node: files.node.clone(),
+                files: files
+                    .file(crate::render::ETCD_INITIAL_CLUSTER_ENV)
+                    .into_iter()
+                    .cloned()
+                    .collect(),
+            };
+            write_subset(host, &subset, self.fleet.scope(host, self.phases))
+                .await
+                .with_context(|| {
+                    format!(
+                        "{}: etcd: recording the running cluster's members",
+                        host.name
+                    )
+                })?;
         }
         Ok(())
     }
@@ -473,40 +525,23 @@ impl Run<'_> {
                 continue;
             };
             let manifests = only_manifests(self.desired_of(desired, host)?);
-            let scope = self.fleet.scope(host, self.phases);
-            let plan = fleet::survey_host(host, &manifests, &[], scope).await?;
             let changes = changes_for(&plans, &host.name);
             self.progress.start(&host.name, "control-plane");
-            if !plan.files.is_empty() || !plan.stray_temporaries.is_empty() {
-                let writes: Vec<remote::FileWrite<'_>> = plan
-                    .files
-                    .iter()
-                    .filter_map(|change| {
-                        let file = manifests.file(&change.path)?;
-                        Some(remote::FileWrite {
-                            path: &file.path,
-                            contents: &file.contents,
-                            mode: file.mode,
-                            contents_differ: change.action != crate::plan::FileAction::Mode,
-                        })
-                    })
-                    .collect();
-                remote::write_files(host, &writes, &plan.stray_temporaries)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "{}: control-plane: writing the static pod manifests",
-                            host.name
-                        )
-                    })?;
-            }
+            let written = write_subset(host, &manifests, self.fleet.scope(host, self.phases))
+                .await
+                .with_context(|| {
+                    format!(
+                        "{}: control-plane: writing the static pod manifests",
+                        host.name
+                    )
+                })?;
             systemd::apply(host, &changes)
                 .await
                 .with_context(|| format!("{}: control-plane: {}", host.name, describe(&changes)))?;
             health::wait_apiserver_ready(host, node, "control-plane", APISERVER_TIMEOUT).await?;
             let mut summary = Vec::new();
-            if !plan.files.is_empty() {
-                summary.push(format!("{} manifest(s) written", plan.files.len()));
+            if written > 0 {
+                summary.push(format!("{written} manifest(s) written"));
             }
             if !changes.is_empty() {
                 summary.push(describe(&changes));
@@ -720,6 +755,34 @@ fn only_manifests(host: &HostFiles) -> HostFiles {
             .cloned()
             .collect(),
     }
+}
+
+/// Make `host` hold `subset`'s files (a part of its files, written outside
+/// the files phase); returns how many were written.
+async fn write_subset(
+    host: &Host,
+    subset: &HostFiles,
+    scope: crate::plan::ServiceScope<'_>,
+) -> anyhow::Result<usize> {
+    let plan = fleet::survey_host(host, subset, &[], scope).await?;
+    if plan.files.is_empty() && plan.stray_temporaries.is_empty() {
+        return Ok(0);
+    }
+    let writes: Vec<remote::FileWrite<'_>> = plan
+        .files
+        .iter()
+        .filter_map(|change| {
+            let file = subset.file(&change.path)?;
+            Some(remote::FileWrite {
+                path: &file.path,
+                contents: &file.contents,
+                mode: file.mode,
+                contents_differ: change.action != crate::plan::FileAction::Mode,
+            })
+        })
+        .collect();
+    remote::write_files(host, &writes, &plan.stray_temporaries).await?;
+    Ok(writes.len())
 }
 
 fn changes_for(plans: &[HostPlan], host: &str) -> Vec<ServiceChange> {

@@ -3,15 +3,18 @@
 
 use crate::inventory::Cluster;
 use crate::pki::Store;
-use crate::render::{render_cluster, HostFiles, RenderOptions};
+use crate::render::{render_cluster, EtcdBootstrap, HostFiles, RenderOptions};
 
 /// Every host's files, in inventory order (masters, then workers), from
-/// a checked store ([`crate::pki::load`], or what `pki generate` checked).
+/// a checked store ([`crate::pki::load`], or what `pki generate` checked),
+/// with the masters' etcd settings `etcd` (see [`super::membership`]).
 pub(crate) fn desired_files(
     cluster: &Cluster,
     store: &Store,
     templates: Option<&std::path::Path>,
+    etcd: EtcdBootstrap,
 ) -> anyhow::Result<Vec<HostFiles>> {
-    let options = RenderOptions::for_cluster(cluster).with_templates_flag(templates);
+    let mut options = RenderOptions::for_cluster(cluster).with_templates_flag(templates);
+    options.etcd = etcd;
     render_cluster(cluster, store, &options)
 }

@@ -7,6 +7,7 @@ pub(crate) mod desired;
 pub(crate) mod fleet;
 pub(crate) mod health;
 pub(crate) mod install;
+pub(crate) mod membership;
 pub(crate) mod preflight;
 pub(crate) mod settings;
 pub(crate) mod status;

@@ -30,10 +30,18 @@ pub(crate) fn show(
 ) -> anyhow::Result<()> {
     let work = super::install::prepare(cluster, phases)?;
     let store = crate::pki::load(cluster, printer)?;
-    let desired = desired_files(cluster, &store, settings.templates.as_deref())?;
+    // Bad templates or store material fail before any host is reached.
+    desired_files(
+        cluster,
+        &store,
+        settings.templates.as_deref(),
+        crate::render::EtcdBootstrap::new_cluster(cluster),
+    )?;
     let plans = fleet::runtime()?.block_on(async {
         let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
         let mut fleet = Fleet::connect_all(cluster, settings, &progress).await?;
+        let etcd = super::membership::desired_etcd(cluster, &fleet.hosts).await;
+        let desired = desired_files(cluster, &store, settings.templates.as_deref(), etcd)?;
         fleet.set_install(cluster, &work);
         for (host, problems) in fleet.preflight_problems(cluster, &work, phases) {
             for problem in problems.errors.iter().chain(&problems.warnings) {
