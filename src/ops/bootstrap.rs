@@ -438,7 +438,8 @@ impl Run<'_> {
         let restart = changes
             .iter()
             .any(|change| change.action != ServiceAction::Start);
-        if restart {
+        // Every member healthy and caught up, asked of another member.
+        let gate = || {
             health::wait_etcd_healthy(
                 self.cluster,
                 asker,
@@ -447,22 +448,16 @@ impl Run<'_> {
                 None,
                 ETCD_MEMBER_TIMEOUT,
             )
-            .await?;
+        };
+        if restart {
+            gate().await?;
             self.move_leadership_off(asker, node).await?;
         }
         self.progress.start(&host.name, "etcd");
         systemd::apply(host, changes)
             .await
             .with_context(|| format!("{}: etcd: {}", host.name, describe(changes)))?;
-        health::wait_etcd_healthy(
-            self.cluster,
-            asker,
-            &node.name,
-            "etcd",
-            None,
-            ETCD_MEMBER_TIMEOUT,
-        )
-        .await?;
+        gate().await?;
         self.progress
             .finish(&host.name, "etcd", &describe(changes), true);
         Ok(())
