@@ -46,7 +46,7 @@ inventory() {
 name = "bench"
 kubernetes_version = "1.31.4"
 control_plane_endpoint = "10.0.0.1:6443"
-pod_cidr = "10.244.0.0/16"
+pod_cidr = "10.240.0.0/12"
 service_cidr = "10.96.0.0/12"
 cluster_domain = "cluster.local"
 cni = "flannel"
