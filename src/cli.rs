@@ -83,6 +83,9 @@ pub enum Command {
     AddWorker(AddWorkerArgs),
     /// Re-issue every leaf certificate and restart master by master
     RotateCerts(RotateCertsArgs),
+    /// etcd maintenance
+    #[command(subcommand)]
+    Etcd(EtcdCommand),
     /// Print a kubeconfig for the cluster
     Kubeconfig(KubeconfigArgs),
     /// Print shell completions
@@ -209,6 +212,23 @@ pub struct RotateCertsArgs {
     /// Show what would be done without changing anything
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EtcdCommand {
+    /// Take a consistent snapshot on a healthy member and copy it here
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Where to write it (default: backups/ beside the PKI store, named by
+    /// cluster, time and revision)
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// How many snapshots of this cluster to keep in the default folder
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: u32,
 }
 
 #[derive(Debug, Args)]

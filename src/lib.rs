@@ -41,6 +41,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::AddMaster(_) => commands::not_yet("add-master"),
         Command::AddWorker(_) => commands::not_yet("add-worker"),
         Command::RotateCerts(_) => commands::not_yet("rotate-certs"),
+        Command::Etcd(cli::EtcdCommand::Snapshot(args)) => {
+            commands::etcd::snapshot(&global, &args, &printer)
+        }
         Command::Kubeconfig(args) => commands::kubeconfig::run(&args, &global, &printer),
     }
 }

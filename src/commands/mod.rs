@@ -5,6 +5,7 @@ pub(crate) mod bootstrap;
 pub(crate) mod certs;
 pub(crate) mod certs_remote;
 pub(crate) mod completions;
+pub(crate) mod etcd;
 pub(crate) mod init;
 pub(crate) mod kubeconfig;
 pub(crate) mod pki;

@@ -10,5 +10,6 @@ pub(crate) mod install;
 pub(crate) mod membership;
 pub(crate) mod preflight;
 pub(crate) mod settings;
+pub(crate) mod snapshot;
 pub(crate) mod status;
 pub(crate) mod survey;
