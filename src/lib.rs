@@ -39,7 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bootstrap(args) => commands::bootstrap::run(&global, &args, &printer),
         Command::Status(args) => commands::status::run(&global, &args, &printer),
         Command::AddMaster(_) => commands::not_yet("add-master"),
-        Command::AddWorker(_) => commands::not_yet("add-worker"),
+        Command::AddWorker(args) => commands::add_worker::run(&global, &args, &printer),
         Command::RotateCerts(_) => commands::not_yet("rotate-certs"),
         Command::Etcd(cli::EtcdCommand::Snapshot(args)) => {
             commands::etcd::snapshot(&global, &args, &printer)

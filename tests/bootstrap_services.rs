@@ -254,7 +254,8 @@ fn curl_etcd(
 
 #[test]
 fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads() {
-    let sandbox = Sandbox::up(SUBNET, 3, 1);
+    // w2 exists but joins the inventory only at the end, with add-worker.
+    let sandbox = Sandbox::up(SUBNET, 3, 2);
     let inventory = sandbox.inventory(
         "inventory.toml",
         "",
@@ -264,16 +265,19 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
              node_port = 31234\nserver_names = [\"*.sandbox.test\"]\n"
         ),
     );
-    let text = std::fs::read_to_string(&inventory).expect("inventory");
-    std::fs::write(
-        &inventory,
-        text.replace(
+    let with_w2 = std::fs::read_to_string(&inventory)
+        .expect("inventory")
+        .replace(
             "method = \"none\"\n",
             "method = \"none\"\nbin_dir = \"/usr/local/bin\"\n",
-        ),
-    )
-    .expect("inventory");
-    for name in ["m1", "m2", "m3", "w1"] {
+        );
+    let w2 = format!(
+        "\n[[worker]]\nname = \"w2\"\naddress = \"{}\"\n",
+        sandbox.host("w2").address
+    );
+    assert!(with_w2.contains(&w2), "{with_w2}");
+    std::fs::write(&inventory, with_w2.replace(&w2, "\n")).expect("inventory");
+    for name in ["m1", "m2", "m3", "w1", "w2"] {
         sandbox.install_standins(name);
     }
     let cluster = Cluster { sandbox, inventory };
@@ -534,4 +538,67 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
         refused.stderr
     );
     assert_eq!(cluster.sandbox.files("w1"), before, "nothing changed on w1");
+
+    // add-worker joins w2 alone: nothing on any other host changes (files
+    // and service processes compared), and w2's kubelet is healthy.
+    let others = ["m1", "m2", "m3", "w1"];
+    // What ocfk8s manages on a host (etcd's data, containerd's state and
+    // logs change by themselves): each file's mode, mtime and sha256.
+    let managed = |name: &str| -> String {
+        stdout(&cluster.sandbox.ssh(
+            name,
+            "find /etc/kubernetes /etc/systemd/system /etc/containerd /etc/crictl.yaml \
+             /etc/nginx/sites-enabled /etc/nginx/ssl /etc/keepalived /etc/modules-load.d \
+             /etc/sysctl.d /var/lib/kubelet/config.yaml /var/lib/kubelet/pki /var/lib/kube-proxy \
+             /var/lib/ocfk8s /usr/local/bin -type f -printf '%p %m %T@ ' -exec sha256sum {} ';' \
+             2>/dev/null | sort",
+        ))
+    };
+    let files_before: Vec<String> = others.iter().map(|name| managed(name)).collect();
+    assert!(files_before[0].contains("/etc/kubernetes/manifests/kube-apiserver.yaml"));
+    let pids_before = every_pid();
+    let w1_kubelet = |cluster: &Cluster| {
+        stdout(
+            &cluster
+                .sandbox
+                .ssh("w1", "cat /run/systemctl/kubelet.service.pid"),
+        )
+    };
+    let w1_pid = w1_kubelet(&cluster);
+    for (name, hint) in [("m1", "add-master m1"), ("w9", "add it under [[worker]]")] {
+        let refused = cluster.run(&["add-worker", name]);
+        assert_eq!(refused.status, 2, "{}", refused.stderr);
+        assert!(refused.stderr.contains(hint), "{}", refused.stderr);
+    }
+    std::fs::write(&cluster.inventory, &with_w2).expect("inventory");
+    let joined = cluster.run(&["add-worker", "w2"]);
+    assert_eq!(joined.status, 0, "{}\n{}", joined.stdout, joined.stderr);
+    assert!(joined.stderr.contains("w2  nodes: "), "{}", joined.stderr);
+    assert!(
+        joined.stderr.contains("kubelet healthy"),
+        "{}",
+        joined.stderr
+    );
+    for line in joined.stderr.lines().filter(|line| line.contains("  ")) {
+        assert!(
+            !line.starts_with('m') && !line.starts_with("w1"),
+            "another host was touched: {line}"
+        );
+    }
+    let files_after: Vec<String> = others.iter().map(|name| managed(name)).collect();
+    assert_eq!(
+        files_after, files_before,
+        "add-worker changed a file on another host"
+    );
+    assert_eq!(
+        every_pid(),
+        pids_before,
+        "add-worker restarted a service on a master"
+    );
+    assert_eq!(
+        w1_kubelet(&cluster),
+        w1_pid,
+        "add-worker restarted w1's kubelet"
+    );
+    assert!(cluster.pki("nodes/w2/kubelet.crt").exists());
 }

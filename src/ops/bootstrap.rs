@@ -70,15 +70,47 @@ pub(crate) fn run(
             printer,
         );
     }
+    let nodes: Vec<&Node> = cluster.nodes().collect();
+    converge(cluster, settings, &nodes, phases, "bootstrap", printer)
+}
+
+/// Run `phases` on `nodes` only (every host for `bootstrap`, one worker for
+/// `add-worker`), under the run lock taken as `command`.
+pub(crate) fn converge(
+    cluster: &Cluster,
+    settings: &RunSettings,
+    nodes: &[&Node],
+    phases: &[Phase],
+    command: &str,
+    printer: &Printer,
+) -> anyhow::Result<()> {
     // Local checks first: a missing file to upload changes nothing anywhere.
     let work = install::prepare(cluster, phases)?;
-    let lock = crate::lock::acquire(&cluster.pki_dir, "bootstrap")?;
+    let lock = crate::lock::acquire(&cluster.pki_dir, command)?;
     printer.detail(&format!("holding the run lock {}", lock.path().display()));
 
     fleet::runtime()?.block_on(async {
-        printer.info("preflight: connecting to every host");
-        let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
-        let mut fleet = Fleet::connect_all(cluster, settings, &progress).await?;
+        printer.info(&format!(
+            "preflight: connecting to {}",
+            if nodes.len() == cluster.nodes().count() {
+                "every host".to_string()
+            } else {
+                nodes
+                    .iter()
+                    .map(|node| node.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ));
+        let progress = printer.host_progress(nodes.iter().map(|node| node.name.as_str()));
+        let mut fleet = Fleet::connect(
+            cluster,
+            nodes,
+            settings.concurrency,
+            settings.accept_new_host_keys,
+            &progress,
+        )
+        .await?;
         fleet.set_install(cluster, &work);
         let run = Run {
             cluster,

@@ -1,0 +1,43 @@
+//! `add-worker NAME`: join one worker listed in the inventory, touching
+//! nothing else: its PKI material (minted if missing), then on that host
+//! only the `install`, `files` and `nodes` phases. The masters' front door
+//! learns of a new ingress node at the next `bootstrap`.
+
+use crate::error::bad_input;
+use crate::inventory::Cluster;
+use crate::phase::Phase;
+use crate::printer::Printer;
+
+use super::settings::RunSettings;
+
+/// The phases `add-worker` runs, on the new worker alone.
+const PHASES: [Phase; 5] = [
+    Phase::Preflight,
+    Phase::Pki,
+    Phase::Install,
+    Phase::Files,
+    Phase::Nodes,
+];
+
+pub(crate) fn run(
+    cluster: &Cluster,
+    settings: &RunSettings,
+    name: &str,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let Some(node) = cluster.workers.iter().find(|worker| worker.name == name) else {
+        let hint = if cluster.masters.iter().any(|master| master.name == name) {
+            format!("{name} is a master: masters join with `ocfk8s add-master {name}`")
+        } else {
+            format!(
+                "add it under [[worker]] in {} first",
+                cluster.inventory_path.display()
+            )
+        };
+        return Err(bad_input(format!(
+            "add-worker: {:?} is not a worker in the inventory; {hint}",
+            crate::input_file::excerpt(name, 64)
+        )));
+    };
+    super::bootstrap::converge(cluster, settings, &[node], &PHASES, "add-worker", printer)
+}
