@@ -348,7 +348,13 @@ impl Run<'_> {
                 .info("etcd: every member runs with its current inputs");
             return Ok(None);
         }
-        let with_data = members_with_data(&masters).await?;
+        // Preflight read which masters hold etcd data; nothing before this
+        // phase creates any.
+        let with_data: Vec<&Host> = masters
+            .iter()
+            .map(|(host, _)| *host)
+            .filter(|host| host.facts.etcd_data)
+            .collect();
         if with_data.is_empty() {
             // A new cluster: its members must start together to elect a
             // leader, and only a member with data may run alone.
@@ -826,25 +832,6 @@ fn describe(changes: &[ServiceChange]) -> String {
         .map(|change| format!("{} {}", change.action.verb(), change.unit))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The masters whose etcd data folder exists.
-async fn members_with_data<'a>(masters: &[(&'a Host, &Node)]) -> anyhow::Result<Vec<&'a Host>> {
-    let probes = futures::future::join_all(masters.iter().map(|(host, _)| async move {
-        let output = host
-            .exec("[ -d /var/lib/etcd/member ] && echo data || echo empty")
-            .await
-            .with_context(|| format!("{}: etcd: looking for etcd data", host.name))?;
-        Ok::<_, anyhow::Error>(String::from_utf8_lossy(&output.stdout).trim() == "data")
-    }))
-    .await;
-    let mut with_data = Vec::new();
-    for ((host, _), probe) in masters.iter().zip(probes) {
-        if probe? {
-            with_data.push(*host);
-        }
-    }
-    Ok(with_data)
 }
 
 /// Create what is missing in the PKI store; never replace what exists.
