@@ -81,6 +81,11 @@ pub enum Command {
     AddMaster(AddMasterArgs),
     /// Join one worker listed in the inventory
     AddWorker(AddWorkerArgs),
+    /// Remove a master (already taken out of the inventory) from etcd and
+    /// the control plane
+    RemoveMaster(RemoveArgs),
+    /// Drain and remove a worker (already taken out of the inventory)
+    RemoveWorker(RemoveArgs),
     /// Re-issue every leaf certificate and restart master by master
     RotateCerts(RotateCertsArgs),
     /// etcd maintenance
@@ -195,14 +200,33 @@ pub struct StatusArgs {
 pub struct AddMasterArgs {
     /// The master's name in the inventory
     pub name: String,
-    #[command(flatten)]
-    pub phases: PhaseArgs,
+    /// Do not take an etcd snapshot before the change
+    #[arg(long)]
+    pub no_snapshot: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct AddWorkerArgs {
     /// The worker's name in the inventory
     pub name: String,
+    /// Do not take an etcd snapshot before the change
+    #[arg(long)]
+    pub no_snapshot: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The host's name (no longer in the inventory)
+    pub name: String,
+    /// The host's address, when neither etcd nor the PKI store knows it
+    #[arg(long, value_name = "ADDR")]
+    pub address: Option<String>,
+    /// The host is dead or unreachable: remove it without touching it
+    #[arg(long)]
+    pub force: bool,
+    /// Do not take an etcd snapshot before the change
+    #[arg(long)]
+    pub no_snapshot: bool,
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => commands::status::run(&global, &args, &printer),
         Command::AddMaster(_) => commands::not_yet("add-master"),
         Command::AddWorker(args) => commands::add_worker::run(&global, &args, &printer),
+        Command::RemoveMaster(_) => commands::not_yet("remove-master"),
+        Command::RemoveWorker(_) => commands::not_yet("remove-worker"),
         Command::RotateCerts(_) => commands::not_yet("rotate-certs"),
         Command::Etcd(cli::EtcdCommand::Snapshot(args)) => {
             commands::etcd::snapshot(&global, &args, &printer)

@@ -14,6 +14,7 @@ pub(crate) fn run(
         cluster,
         &super::settings(cluster, global),
         &args.name,
+        !args.no_snapshot,
         printer,
     )
 }

@@ -1,7 +1,10 @@
 //! `add-worker NAME`: join one worker listed in the inventory, touching
 //! nothing else: its PKI material (minted if missing), then on that host
-//! only the `install`, `files` and `nodes` phases. The masters' front door
+//! only the `install`, `files` and `nodes` phases (after an etcd snapshot,
+//! read from a master, unless `--no-snapshot`). The masters' front door
 //! learns of a new ingress node at the next `bootstrap`.
+
+use anyhow::Context;
 
 use crate::error::bad_input;
 use crate::inventory::Cluster;
@@ -23,6 +26,7 @@ pub(crate) fn run(
     cluster: &Cluster,
     settings: &RunSettings,
     name: &str,
+    snapshot: bool,
     printer: &Printer,
 ) -> anyhow::Result<()> {
     let Some(node) = cluster.workers.iter().find(|worker| worker.name == name) else {
@@ -39,5 +43,18 @@ pub(crate) fn run(
             crate::input_file::excerpt(name, 64)
         )));
     };
+    if snapshot {
+        let taken = super::snapshot::run(
+            cluster,
+            settings,
+            None,
+            super::snapshot::KEEP_BEFORE_CHANGE,
+            printer,
+        )
+        .context(
+            "add-worker: the etcd snapshot taken before the change (--no-snapshot skips it)",
+        )?;
+        super::snapshot::announce(&taken, printer);
+    }
     super::bootstrap::converge(cluster, settings, &[node], &PHASES, "add-worker", printer)
 }

@@ -93,6 +93,19 @@ pub(crate) fn run(
         fleet.close().await;
         result
     })?;
+    keep_copy(cluster, out, keep, member, status, bytes)
+}
+
+/// Check the copied `bytes` against the host's SHA-256 and write them to
+/// `out` (or the default folder, keeping the newest `keep` there).
+pub(crate) fn keep_copy(
+    cluster: &Cluster,
+    out: Option<&Path>,
+    keep: usize,
+    member: String,
+    status: RemoteSnapshot,
+    bytes: Vec<u8>,
+) -> anyhow::Result<Taken> {
     let sha256 = crate::plan::sha256_hex(&bytes);
     if sha256 != status.sha256 {
         bail!(
@@ -213,7 +226,7 @@ pub(crate) fn parse_saved(output: &str) -> anyhow::Result<RemoteSnapshot> {
 
 /// Save a snapshot on the first master whose own member is healthy and
 /// bring its bytes back.
-async fn take(
+pub(crate) async fn take(
     cluster: &Cluster,
     fleet: &Fleet,
 ) -> anyhow::Result<(String, RemoteSnapshot, Vec<u8>)> {
@@ -260,6 +273,35 @@ async fn take(
         "etcd snapshot: no master's member is healthy:\n  {}",
         reasons.join("\n  ")
     )
+}
+
+/// How many snapshots a membership change keeps in the default folder.
+pub(crate) const KEEP_BEFORE_CHANGE: usize = 10;
+
+/// The snapshot every membership change takes first (unless
+/// `--no-snapshot`), through the run's connections; its path is printed.
+pub(crate) async fn before_change(
+    cluster: &Cluster,
+    fleet: &Fleet,
+    command: &str,
+    printer: &Printer,
+) -> anyhow::Result<Taken> {
+    let (member, status, bytes) = take(cluster, fleet).await.with_context(|| {
+        format!("{command}: the etcd snapshot taken before the change (--no-snapshot skips it)")
+    })?;
+    let taken = keep_copy(cluster, None, KEEP_BEFORE_CHANGE, member, status, bytes)?;
+    announce(&taken, printer);
+    Ok(taken)
+}
+
+/// Name the snapshot a change took first.
+pub(crate) fn announce(taken: &Taken, printer: &Printer) {
+    printer.output(&format!(
+        "snapshot: etcd revision {} from {} saved to {} before the change",
+        taken.revision,
+        taken.member,
+        taken.path.display()
+    ));
 }
 
 /// The member at `endpoint` answers a linearizable health check.
