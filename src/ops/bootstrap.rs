@@ -74,6 +74,21 @@ pub(crate) fn run(
     converge(cluster, settings, &nodes, phases, "bootstrap", printer)
 }
 
+/// What a run does once its hosts are connected and preflight passed.
+pub(crate) trait Operation {
+    async fn apply(&self, run: &Run<'_>) -> anyhow::Result<()>;
+}
+
+/// `bootstrap`'s operation: `phases` in order.
+struct Converge;
+
+impl Operation for Converge {
+    async fn apply(&self, run: &Run<'_>) -> anyhow::Result<()> {
+        run.refuse_masters_outside_etcd().await?;
+        run.phases().await
+    }
+}
+
 /// Run `phases` on `nodes` only (every host for `bootstrap`, one worker for
 /// `add-worker`), under the run lock taken as `command`.
 pub(crate) fn converge(
@@ -83,6 +98,20 @@ pub(crate) fn converge(
     phases: &[Phase],
     command: &str,
     printer: &Printer,
+) -> anyhow::Result<()> {
+    converge_with(cluster, settings, nodes, phases, command, printer, &Converge)
+}
+
+/// Connect to `nodes` under the run lock taken as `command`, check them
+/// for `phases` (preflight) and apply `operation`.
+pub(crate) fn converge_with(
+    cluster: &Cluster,
+    settings: &RunSettings,
+    nodes: &[&Node],
+    phases: &[Phase],
+    command: &str,
+    printer: &Printer,
+    operation: &impl Operation,
 ) -> anyhow::Result<()> {
     // Local checks first: a missing file to upload changes nothing anywhere.
     let work = install::prepare(cluster, phases)?;
@@ -121,12 +150,10 @@ pub(crate) fn converge(
             work: &work,
             printer,
             progress: &progress,
+            only: None,
         };
         let result = match run.preflight() {
-            Ok(()) => match run.refuse_masters_outside_etcd().await {
-                Ok(()) => run.phases().await,
-                Err(error) => Err(error),
-            },
+            Ok(()) => operation.apply(&run).await,
             Err(error) => Err(error),
         };
         drop(progress);
@@ -135,18 +162,44 @@ pub(crate) fn converge(
     })
 }
 
-struct Run<'a> {
-    cluster: &'a Cluster,
+/// One connected run: the steps of every phase, on the fleet's hosts (or,
+/// through [`Run::only`], some of them).
+#[derive(Clone)]
+pub(crate) struct Run<'a> {
+    pub(crate) cluster: &'a Cluster,
     settings: &'a RunSettings,
-    lock: &'a crate::lock::RunLock,
+    pub(crate) lock: &'a crate::lock::RunLock,
     phases: &'a [Phase],
-    fleet: &'a Fleet,
+    pub(crate) fleet: &'a Fleet,
     work: &'a InstallWork,
-    printer: &'a Printer,
-    progress: &'a HostProgress,
+    pub(crate) printer: &'a Printer,
+    pub(crate) progress: &'a HostProgress,
+    /// When set, the phases act on these hosts only.
+    only: Option<Vec<String>>,
 }
 
 impl Run<'_> {
+    /// This run, acting on the hosts named `names` only.
+    pub(crate) fn only(&self, names: &[&str]) -> Self {
+        Run {
+            only: Some(names.iter().map(|name| name.to_string()).collect()),
+            ..self.clone()
+        }
+    }
+
+    /// The hosts the phases act on.
+    pub(crate) fn hosts(&self) -> Vec<&Host> {
+        self.fleet
+            .hosts
+            .iter()
+            .filter(|host| {
+                self.only
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&host.name))
+            })
+            .collect()
+    }
+
     /// Refuse hosts preflight finds unfit, before anything is written;
     /// show its warnings.
     fn preflight(&self) -> anyhow::Result<()> {
@@ -243,7 +296,14 @@ impl Run<'_> {
             ));
             return Ok(());
         }
-        let summaries = install::run(self.cluster, self.work, self.fleet, self.progress).await?;
+        let summaries = install::run(
+            self.cluster,
+            self.work,
+            self.fleet,
+            &self.hosts(),
+            self.progress,
+        )
+        .await?;
         let changed = summaries
             .iter()
             .filter(|summary| summary.contains("uploaded") || summary.contains("installed:"))
@@ -297,7 +357,7 @@ impl Run<'_> {
             .collect();
         let results = self
             .fleet
-            .push(&to_push, self.phases, self.progress)
+            .push(&self.hosts(), &to_push, self.phases, self.progress)
             .await?;
         let changed: Vec<_> = results
             .iter()
@@ -324,7 +384,7 @@ impl Run<'_> {
         phase: Phase,
     ) -> anyhow::Result<Vec<HostPlan>> {
         self.fleet
-            .survey(desired, &[phase], false, self.progress)
+            .survey_hosts(&self.hosts(), desired, &[phase], false, self.progress)
             .await
     }
 
@@ -333,9 +393,8 @@ impl Run<'_> {
     async fn etcd(&self, desired: &[HostFiles]) -> anyhow::Result<Option<EtcdBootstrap>> {
         let plans = self.service_plans(desired, Phase::Etcd).await?;
         let masters: Vec<(&Host, &Node)> = self
-            .fleet
-            .hosts
-            .iter()
+            .hosts()
+            .into_iter()
             .filter_map(|host| self.master(host).map(|node| (host, node)))
             .collect();
         let owed: Vec<(&Host, &Node, Vec<ServiceChange>)> = masters
@@ -434,7 +493,7 @@ impl Run<'_> {
     /// Write the masters' etcd environment files from `desired` (they
     /// restart nothing: etcd reads them only on a first start).
     async fn write_etcd_settings(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
-        for host in &self.fleet.hosts {
+        for host in self.hosts() {
             if self.master(host).is_none() {
                 continue;
             }
@@ -553,7 +612,7 @@ impl Run<'_> {
 
     async fn control_plane(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
         let plans = self.service_plans(desired, Phase::ControlPlane).await?;
-        for host in &self.fleet.hosts {
+        for host in self.hosts() {
             let Some(node) = self.master(host) else {
                 continue;
             };
@@ -589,8 +648,9 @@ impl Run<'_> {
     async fn nodes(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
         let plans = self.service_plans(desired, Phase::Nodes).await?;
         let plans = &plans;
+        let hosts = self.hosts();
         remote::for_each_host(
-            &self.fleet.hosts,
+            &hosts,
             |host| host.name.as_str(),
             self.fleet.concurrency,
             "nodes",
@@ -616,16 +676,15 @@ impl Run<'_> {
     }
 
     async fn lb(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
-        let Some(ingress) = &self.cluster.ingress else {
+        if self.cluster.ingress.is_none() {
             self.printer.info("lb: no [ingress] in the inventory");
             return Ok(());
-        };
+        }
         let plans = self.service_plans(desired, Phase::Lb).await?;
         let plans = &plans;
         let masters: Vec<&Host> = self
-            .fleet
-            .hosts
-            .iter()
+            .hosts()
+            .into_iter()
             .filter(|host| self.master(host).is_some())
             .collect();
         remote::for_each_host(
@@ -652,12 +711,31 @@ impl Run<'_> {
             },
         )
         .await?;
+        // A run on some hosts checks the VIP once all are done.
+        if self.only.is_none() {
+            self.check_vip().await?;
+        }
+        Ok(())
+    }
+
+    /// Exactly one of the fleet's masters must hold the VIP.
+    pub(crate) async fn check_vip(&self) -> anyhow::Result<()> {
+        let Some(ingress) = &self.cluster.ingress else {
+            return Ok(());
+        };
+        let masters: Vec<&Host> = self
+            .fleet
+            .hosts
+            .iter()
+            .filter(|host| self.master(host).is_some())
+            .collect();
         let vip = ingress.vip;
         let script = super::status::host_script(&[], Some(vip), None);
         let script = &script;
+        let masters = &masters;
         let holder = health::wait_value("masters", "lb", "VIP", VIP_TIMEOUT, || async {
             let mut holders = Vec::new();
-            for host in &masters {
+            for host in masters {
                 let output = host.exec(script).await?;
                 let text = String::from_utf8_lossy(&output.stdout);
                 if super::status::parse_host_output(&text).1 == Some(true) {

@@ -191,7 +191,21 @@ impl Fleet {
         diffs: bool,
         progress: &HostProgress,
     ) -> anyhow::Result<Vec<HostPlan>> {
-        let pairs = self.pairs(desired)?;
+        let hosts: Vec<&Host> = self.hosts.iter().collect();
+        self.survey_hosts(&hosts, desired, phases, diffs, progress)
+            .await
+    }
+
+    /// [`Fleet::survey`] on `hosts` (some of the fleet's) only.
+    pub(crate) async fn survey_hosts(
+        &self,
+        hosts: &[&Host],
+        desired: &[HostFiles],
+        phases: &[Phase],
+        diffs: bool,
+        progress: &HostProgress,
+    ) -> anyhow::Result<Vec<HostPlan>> {
+        let pairs = pairs(hosts, desired)?;
         let plans = remote::for_each_host(
             &pairs,
             |(host, _)| host.name.as_str(),
@@ -223,11 +237,12 @@ impl Fleet {
     /// what differs in one batch.
     pub(crate) async fn push(
         &self,
+        hosts: &[&Host],
         desired: &[HostFiles],
         phases: &[Phase],
         progress: &HostProgress,
     ) -> anyhow::Result<Vec<(HostPlan, WriteReport)>> {
-        let pairs = self.pairs(desired)?;
+        let pairs = pairs(hosts, desired)?;
         let results = remote::for_each_host(
             &pairs,
             |(host, _)| host.name.as_str(),
@@ -294,21 +309,23 @@ impl Fleet {
         drop(self.connector);
     }
 
-    fn pairs<'a>(
-        &'a self,
-        desired: &'a [HostFiles],
-    ) -> anyhow::Result<Vec<(&'a Host, &'a HostFiles)>> {
-        self.hosts
-            .iter()
-            .map(|host| {
-                desired
-                    .iter()
-                    .find(|files| files.node == host.name)
-                    .map(|files| (host, files))
-                    .with_context(|| format!("no rendered files for host {}", host.name))
-            })
-            .collect()
-    }
+}
+
+/// Each of `hosts` with its entry in `desired`.
+fn pairs<'a>(
+    hosts: &[&'a Host],
+    desired: &'a [HostFiles],
+) -> anyhow::Result<Vec<(&'a Host, &'a HostFiles)>> {
+    hosts
+        .iter()
+        .map(|host| {
+            desired
+                .iter()
+                .find(|files| files.node == host.name)
+                .map(|files| (*host, files))
+                .with_context(|| format!("no rendered files for host {}", host.name))
+        })
+        .collect()
 }
 
 /// Check a freshly connected host can run the engine's scripts as root,

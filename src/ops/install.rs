@@ -171,19 +171,21 @@ pub(crate) async fn run(
     cluster: &Cluster,
     work: &InstallWork,
     fleet: &Fleet,
+    hosts: &[&Host],
     progress: &HostProgress,
 ) -> anyhow::Result<Vec<String>> {
     if work.method == InstallMethod::None {
         return Ok(Vec::new());
     }
     let summaries = remote::for_each_host(
-        &fleet.hosts,
+        hosts,
         |host| host.name.as_str(),
         fleet.concurrency,
         "install",
         true,
         progress,
-        |host| async move {
+        |host: &&Host| async move {
+            let host: &Host = host;
             let master = fleet.is_master(&host.name);
             let mut summary = Vec::new();
             if work.method == InstallMethod::Apt {
