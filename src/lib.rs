@@ -38,7 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(args) => commands::plan::run(&global, &args, &printer),
         Command::Bootstrap(args) => commands::bootstrap::run(&global, &args, &printer),
         Command::Status(args) => commands::status::run(&global, &args, &printer),
-        Command::AddMaster(_) => commands::not_yet("add-master"),
+        Command::AddMaster(args) => commands::add_master::run(&global, &args, &printer),
         Command::AddWorker(args) => commands::add_worker::run(&global, &args, &printer),
         Command::RemoveMaster(_) => commands::not_yet("remove-master"),
         Command::RemoveWorker(_) => commands::not_yet("remove-worker"),

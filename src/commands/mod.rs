@@ -1,6 +1,7 @@
 //! One module per command, each with a `run` taking its settings and the
 //! printer.
 
+pub(crate) mod add_master;
 pub(crate) mod add_worker;
 pub(crate) mod bootstrap;
 pub(crate) mod certs;

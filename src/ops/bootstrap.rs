@@ -99,7 +99,9 @@ pub(crate) fn converge(
     command: &str,
     printer: &Printer,
 ) -> anyhow::Result<()> {
-    converge_with(cluster, settings, nodes, phases, command, printer, &Converge)
+    converge_with(
+        cluster, settings, nodes, phases, command, printer, &Converge,
+    )
 }
 
 /// Connect to `nodes` under the run lock taken as `command`, check them
@@ -200,6 +202,30 @@ impl Run<'_> {
             .collect()
     }
 
+    /// Every host's files from the checked `store`, with `etcd` settings.
+    pub(crate) fn render(
+        &self,
+        store: &crate::pki::Store,
+        etcd: EtcdBootstrap,
+    ) -> anyhow::Result<Vec<HostFiles>> {
+        desired_files(
+            self.cluster,
+            store,
+            self.settings.templates.as_deref(),
+            etcd,
+        )
+    }
+
+    /// The plans of the run's hosts that are not empty: what the run's
+    /// phases still owe against `desired`.
+    pub(crate) async fn pending(&self, desired: &[HostFiles]) -> anyhow::Result<Vec<HostPlan>> {
+        let plans = self
+            .fleet
+            .survey_hosts(&self.hosts(), desired, self.phases, false, self.progress)
+            .await?;
+        Ok(plans.into_iter().filter(|plan| !plan.is_empty()).collect())
+    }
+
     /// Refuse hosts preflight finds unfit, before anything is written;
     /// show its warnings.
     fn preflight(&self) -> anyhow::Result<()> {
@@ -288,7 +314,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn install(&self) -> anyhow::Result<()> {
+    pub(crate) async fn install(&self) -> anyhow::Result<()> {
         if self.work.method == InstallMethod::None {
             self.printer.info(&format!(
                 "install: nothing to install ([install] method = \"none\"); every host holds its binaries in {}",
@@ -338,7 +364,7 @@ impl Run<'_> {
             .with_context(|| format!("no rendered files for host {}", host.name))
     }
 
-    async fn files(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
+    pub(crate) async fn files(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
         let hold_manifests = self.phases.contains(&Phase::ControlPlane);
         let to_push: Vec<HostFiles> = desired
             .iter()
@@ -378,7 +404,7 @@ impl Run<'_> {
     }
 
     /// The service changes `phase` owes on every host, read from the hosts.
-    async fn service_plans(
+    pub(crate) async fn service_plans(
         &self,
         desired: &[HostFiles],
         phase: Phase,
@@ -610,7 +636,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn control_plane(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
+    pub(crate) async fn control_plane(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
         let plans = self.service_plans(desired, Phase::ControlPlane).await?;
         for host in self.hosts() {
             let Some(node) = self.master(host) else {
@@ -645,7 +671,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn nodes(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
+    pub(crate) async fn nodes(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
         let plans = self.service_plans(desired, Phase::Nodes).await?;
         let plans = &plans;
         let hosts = self.hosts();
@@ -675,7 +701,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn lb(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
+    pub(crate) async fn lb(&self, desired: &[HostFiles]) -> anyhow::Result<()> {
         if self.cluster.ingress.is_none() {
             self.printer.info("lb: no [ingress] in the inventory");
             return Ok(());
@@ -896,7 +922,7 @@ async fn write_subset(
     Ok(writes.len())
 }
 
-fn changes_for(plans: &[HostPlan], host: &str) -> Vec<ServiceChange> {
+pub(crate) fn changes_for(plans: &[HostPlan], host: &str) -> Vec<ServiceChange> {
     plans
         .iter()
         .find(|plan| plan.node == host)
@@ -904,7 +930,7 @@ fn changes_for(plans: &[HostPlan], host: &str) -> Vec<ServiceChange> {
         .unwrap_or_default()
 }
 
-fn describe(changes: &[ServiceChange]) -> String {
+pub(crate) fn describe(changes: &[ServiceChange]) -> String {
     changes
         .iter()
         .map(|change| format!("{} {}", change.action.verb(), change.unit))
@@ -914,7 +940,7 @@ fn describe(changes: &[ServiceChange]) -> String {
 
 /// Create what is missing in the PKI store; never replace what exists.
 /// Returns the checked store.
-fn pki_phase(
+pub(crate) fn pki_phase(
     cluster: &Cluster,
     lock: &crate::lock::RunLock,
     printer: &Printer,

@@ -308,7 +308,6 @@ impl Fleet {
         futures::future::join_all(self.hosts.into_iter().map(Host::close)).await;
         drop(self.connector);
     }
-
 }
 
 /// Each of `hosts` with its entry in `desired`.

@@ -91,6 +91,37 @@ impl EtcdView {
         self.members.iter().find(|member| member.name == name)
     }
 
+    /// The client URLs of the started members: where requests go.
+    pub(crate) fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter_map(|member| member.client_urls.first().cloned())
+            .collect()
+    }
+
+    /// How far `member` trails the leader, when both report a status.
+    pub(crate) fn lag(&self, member: &Member) -> Option<u64> {
+        let leader = self.leader()?;
+        let leader_index = self
+            .statuses
+            .iter()
+            .find(|status| status.member_id == leader)?
+            .raft_index;
+        Some(leader_index.saturating_sub(self.status_of(member)?.raft_index))
+    }
+
+    /// Whether `member` answers a linearizable read (a voting member).
+    pub(crate) fn healthy(&self, member: &Member) -> bool {
+        member.started()
+            && !member.is_learner
+            && self.status_of(member).is_some()
+            && !member.client_urls.iter().any(|url| {
+                self.unhealthy
+                    .iter()
+                    .any(|line| line.starts_with(url.as_str()))
+            })
+    }
+
     fn status_of(&self, member: &Member) -> Option<&EndpointStatus> {
         self.statuses
             .iter()
@@ -100,6 +131,12 @@ impl EtcdView {
     /// `None` when every member is started, voting, healthy and within
     /// [`CAUGHT_UP_GAP`] of the leader; else what is wrong.
     pub(crate) fn problem(&self) -> Option<String> {
+        self.problem_without(&[])
+    }
+
+    /// [`EtcdView::problem`], leaving out the members `skip` (a learner
+    /// being added is not yet expected to be healthy).
+    pub(crate) fn problem_without(&self, skip: &[u64]) -> Option<String> {
         let Some(leader) = self.leader() else {
             return Some("no member reports a leader".into());
         };
@@ -108,8 +145,27 @@ impl EtcdView {
             .iter()
             .find(|status| status.member_id == leader)
             .map(|status| status.raft_index)?;
-        let mut problems = self.unhealthy.clone();
-        for member in &self.members {
+        let skipped_endpoints: Vec<&String> = self
+            .members
+            .iter()
+            .filter(|member| skip.contains(&member.id))
+            .flat_map(|member| &member.client_urls)
+            .collect();
+        let mut problems: Vec<String> = self
+            .unhealthy
+            .iter()
+            .filter(|line| {
+                !skipped_endpoints
+                    .iter()
+                    .any(|endpoint| line.starts_with(endpoint.as_str()))
+            })
+            .cloned()
+            .collect();
+        for member in self
+            .members
+            .iter()
+            .filter(|member| !skip.contains(&member.id))
+        {
             let name = if member.started() {
                 member.name.clone()
             } else {

@@ -1,6 +1,7 @@
 //! Operations on the cluster: phases in k0sctl's manner, each a step over
 //! every host, driven through the SSH engine in [`crate::remote`].
 
+pub(crate) mod add_master;
 pub(crate) mod add_worker;
 pub(crate) mod addons;
 pub(crate) mod bootstrap;

@@ -279,6 +279,64 @@ impl Etcdctl<'_> {
 }
 
 impl Etcdctl<'_> {
+    /// Add a member named `name` with `peer_url` as a learner (it does not
+    /// vote until promoted), through `endpoints`. `Ok(Err(why))` when etcd
+    /// refuses for now: a member was unreachable in the last seconds.
+    pub(crate) async fn member_add_learner(
+        &self,
+        endpoints: &[String],
+        name: &str,
+        peer_url: &str,
+    ) -> anyhow::Result<Result<(), String>> {
+        let (status, _, stderr) = self
+            .run(
+                endpoints,
+                &[
+                    "member",
+                    "add",
+                    name,
+                    &format!("--peer-urls={peer_url}"),
+                    "--learner",
+                ],
+            )
+            .await?;
+        if status == Some(0) {
+            return Ok(Ok(()));
+        }
+        let why = error_of(&stderr);
+        if why.contains("unhealthy cluster") {
+            return Ok(Err(why));
+        }
+        anyhow::bail!("etcdctl member add on {} failed: {why}", self.host.name)
+    }
+
+    /// Promote the learner `id` to a voting member. `Ok(Err(why))` when
+    /// etcd refuses because the learner has not caught up yet.
+    pub(crate) async fn member_promote(
+        &self,
+        endpoints: &[String],
+        id: u64,
+    ) -> anyhow::Result<Result<(), String>> {
+        let (status, _, stderr) = self
+            .run(endpoints, &["member", "promote", &format!("{id:x}")])
+            .await?;
+        if status == Some(0) {
+            return Ok(Ok(()));
+        }
+        let why = error_of(&stderr);
+        if why.contains("not in sync") || why.contains("not ready") {
+            return Ok(Err(why));
+        }
+        anyhow::bail!("etcdctl member promote on {} failed: {why}", self.host.name)
+    }
+
+    /// Remove member `id` from the cluster.
+    pub(crate) async fn member_remove(&self, endpoints: &[String], id: u64) -> anyhow::Result<()> {
+        self.run_ok(endpoints, &["member", "remove", &format!("{id:x}")])
+            .await
+            .map(drop)
+    }
+
     /// Move leadership to `target`, asked of the current leader's endpoint.
     pub(crate) async fn move_leader(
         &self,
@@ -292,6 +350,17 @@ impl Etcdctl<'_> {
         .await
         .map(drop)
     }
+}
+
+/// What etcdctl said went wrong: its last non-empty line (earlier lines
+/// are the client's retry warnings, in JSON).
+fn error_of(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("no error output")
+        .trim()
+        .to_string()
 }
 
 fn first_line(text: &str) -> &str {
