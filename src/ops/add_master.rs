@@ -158,7 +158,7 @@ pub(crate) fn refuse_members_outside_inventory(
 
 /// Warn when `members` is even: it adds no fault tolerance.
 pub(crate) fn warn_if_even(members: usize, printer: &Printer) {
-    if members % 2 == 0 && members > 0 {
+    if members.is_multiple_of(2) && members > 0 {
         printer.warn(&format!(
             "etcd has {members} members: an even number tolerates no more failures than {} \
              (quorum is {}); add or remove one master",

@@ -169,7 +169,7 @@ pub(crate) fn converge_with(
 #[derive(Clone)]
 pub(crate) struct Run<'a> {
     pub(crate) cluster: &'a Cluster,
-    settings: &'a RunSettings,
+    pub(crate) settings: &'a RunSettings,
     pub(crate) lock: &'a crate::lock::RunLock,
     phases: &'a [Phase],
     pub(crate) fleet: &'a Fleet,
@@ -588,7 +588,7 @@ impl Run<'_> {
 
     /// If `node` leads, hand leadership to the follower closest to the
     /// leader's raft index, and wait until it has moved.
-    async fn move_leadership_off(&self, asker: &Host, node: &Node) -> anyhow::Result<()> {
+    pub(crate) async fn move_leadership_off(&self, asker: &Host, node: &Node) -> anyhow::Result<()> {
         let view = health::etcd_view(self.cluster, asker).await?;
         let Some(member) = view.member_named(&node.name) else {
             return Ok(());

@@ -37,10 +37,14 @@ pub(crate) fn show(
         settings.templates.as_deref(),
         crate::render::EtcdBootstrap::new_cluster(cluster),
     )?;
-    let plans = fleet::runtime()?.block_on(async {
+    let (plans, membership) = fleet::runtime()?.block_on(async {
         let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
         let mut fleet = Fleet::connect_all(cluster, settings, &progress).await?;
-        let etcd = super::membership::desired_etcd(cluster, &fleet.hosts).await;
+        let (etcd, members) =
+            super::membership::desired_etcd_and_members(cluster, &fleet.hosts).await;
+        let membership = members
+            .map(|members| super::membership::mismatches(cluster, &members))
+            .unwrap_or_default();
         let desired = desired_files(cluster, &store, settings.templates.as_deref(), etcd)?;
         fleet.set_install(cluster, &work);
         for (host, problems) in fleet.preflight_problems(cluster, &work, phases) {
@@ -53,13 +57,23 @@ pub(crate) fn show(
             .await;
         drop(progress);
         fleet.close().await;
-        plans
+        plans.map(|plans| (plans, membership))
     })?;
-    let pending = plans.iter().any(|plan| !plan.is_empty());
+    // A membership that differs from the inventory is pending work too.
+    let pending = plans.iter().any(|plan| !plan.is_empty()) || !membership.is_empty();
     match format {
-        PlanFormat::Text => printer.output(&crate::plan::text(&plans)),
+        PlanFormat::Text => {
+            let mut text = String::new();
+            for line in &membership {
+                text.push_str(line);
+                text.push('\n');
+            }
+            text.push_str(&crate::plan::text(&plans));
+            printer.output(&text)
+        }
         PlanFormat::Json => printer.output(&serde_json::to_string_pretty(&serde_json::json!({
             "changes_pending": pending,
+            "membership": membership,
             "hosts": plans,
         }))?),
     }
