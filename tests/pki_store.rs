@@ -695,3 +695,69 @@ fn a_batch_committed_before_a_kill_is_finished_even_by_a_reader() {
         &cluster.file("nodes/m1/apiserver.crt")
     ));
 }
+
+#[test]
+fn an_archive_of_departed_hosts_is_invisible_to_generate_check_and_render() {
+    // What `remove-worker w2` leaves: w2 gone from the inventory, its
+    // material moved to archive/w2-<time>/.
+    let cluster = generated();
+    let without_w2 = BASE.replace(
+        "\n[[worker]]\nname = \"w2\"\naddress = \"192.0.2.22\"\n",
+        "\n",
+    );
+    assert_ne!(without_w2, BASE);
+    cluster.set_inventory(&without_w2);
+    let archive = cluster.file("archive");
+    std::fs::create_dir(&archive).expect("mkdir");
+    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let archived = archive.join("w2-20250102T030405Z");
+    std::fs::rename(cluster.file("nodes/w2"), &archived).expect("archive");
+    let before = snapshot(&cluster.store());
+
+    let generate = cluster.run(&["pki", "generate"]);
+    assert_eq!(generate.status, 0, "{}", generate.stderr);
+    assert_eq!(
+        snapshot(&cluster.store()),
+        before,
+        "pki generate changed the store"
+    );
+    for args in [
+        &["certs", "check"][..],
+        &["certs", "check", "-o", "json"][..],
+    ] {
+        let check = cluster.run(args);
+        assert_eq!(check.status, 0, "{args:?}: {}", check.stderr);
+        assert!(
+            !check.stdout.contains("w2") && !check.stdout.contains("archive"),
+            "{args:?} lists archived material:\n{}",
+            check.stdout
+        );
+        assert!(
+            check.stdout.contains("nodes/w1/kubelet"),
+            "{}",
+            check.stdout
+        );
+    }
+    let render = cluster.run(&["render", "--out", "out"]);
+    assert_eq!(render.status, 0, "{}", render.stderr);
+    assert!(!cluster.dir.path().join("out/w2").exists());
+    assert_eq!(snapshot(&cluster.store()), before);
+
+    // Listed again, w2 gets new material; the archive is left as it was.
+    cluster.set_inventory(BASE);
+    cluster.generate();
+    assert_ne!(
+        read(&cluster.file("nodes/w2/kubelet.crt")),
+        read(&archived.join("kubelet.crt"))
+    );
+    let archived_now: Vec<_> = snapshot(&cluster.store())
+        .into_iter()
+        .filter(|(path, _)| path.starts_with("archive/"))
+        .collect();
+    let archived_before: Vec<_> = before
+        .into_iter()
+        .filter(|(path, _)| path.starts_with("archive/"))
+        .collect();
+    assert!(archived_before.len() > 5, "{archived_before:?}");
+    assert_eq!(archived_now, archived_before);
+}

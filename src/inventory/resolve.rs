@@ -21,7 +21,7 @@ use serde_spanned::Spanned;
 use super::cluster::*;
 use super::diagnostic::{Diagnostic, SourceMap};
 use super::raw::*;
-use super::syntax::{self, shown};
+use super::syntax::{self, not_a_label, shown};
 
 /// The longest CA lifetime accepted: 100 years keeps every date well inside
 /// what X.509 and the certificate library can express.
@@ -1088,13 +1088,6 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
         return Err(invalid());
     }
     Ok(Endpoint { host, port })
-}
-
-fn not_a_label(text: &str) -> String {
-    format!(
-        "{} is not a DNS label (lowercase letters, digits and '-', at most 63 characters, starting and ending with a letter or digit)",
-        shown(text)
-    )
 }
 
 fn plural(count: usize) -> &'static str {

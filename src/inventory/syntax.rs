@@ -42,6 +42,15 @@ pub(crate) fn is_dns_label(text: &str) -> bool {
         && !text.ends_with('-')
 }
 
+/// Why `text` is refused as a host's (or the cluster's) name: it is not a
+/// DNS label.
+pub(crate) fn not_a_label(text: &str) -> String {
+    format!(
+        "{} is not a DNS label (lowercase letters, digits and '-', at most 63 characters, starting and ending with a letter or digit)",
+        shown(text)
+    )
+}
+
 /// A DNS name: dot-separated RFC 1123 labels (any case), at most 253
 /// characters.
 pub(crate) fn is_dns_name(text: &str) -> bool {

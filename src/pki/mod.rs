@@ -181,7 +181,29 @@ pub fn check(cluster: &Cluster, printer: &Printer) -> anyhow::Result<Checked> {
 /// [`check`], refusing certificates outside their validity: what every
 /// command that ships or prints store material uses.
 pub fn load(cluster: &Cluster, printer: &Printer) -> anyhow::Result<Store> {
-    let checked = check(cluster, printer)?;
+    usable(cluster, check(cluster, printer)?)
+}
+
+/// [`load`] for a run that already holds the exclusive run lock (taking
+/// the shared one as well would wait for itself): an interrupted write is
+/// finished first, then the store is checked the same way.
+pub(crate) fn load_locked(
+    cluster: &Cluster,
+    lock: &RunLock,
+    printer: &Printer,
+) -> anyhow::Result<Store> {
+    if !lock.is_exclusive() {
+        anyhow::bail!("reading the PKI store under a lock that is not exclusive");
+    }
+    recover(lock, cluster, printer)?;
+    usable(
+        cluster,
+        generate::check_complete(cluster, &Store::open(&cluster.pki_dir))?,
+    )
+}
+
+/// The checked store, unless it holds certificates that cannot be used now.
+fn usable(cluster: &Cluster, checked: Checked) -> anyhow::Result<Store> {
     if !checked.expired.is_empty() {
         return Err(bad_input(format!(
             "the PKI store {} holds certificates that cannot be used now:\n  {}",

@@ -28,4 +28,4 @@ pub(crate) use session::{Connector, Host};
 pub(crate) use state::RemoteFile;
 pub(crate) use state::{read_files, read_state, HostState};
 pub(crate) use upload::upload_file;
-pub(crate) use write::{write_files, FileWrite, WriteReport};
+pub(crate) use write::{write_files, FileWrite, WriteReport, TEMPORARY_MARKER};

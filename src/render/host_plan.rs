@@ -381,6 +381,15 @@ fn plan(cluster: &Cluster, node: &Node) -> Vec<Planned> {
     planned
 }
 
+/// Every path `node` receives, in the table's order, without reading or
+/// rendering anything: what a host leaving the cluster must lose.
+pub(crate) fn placed_paths(cluster: &Cluster, node: &Node) -> Vec<String> {
+    plan(cluster, node)
+        .into_iter()
+        .map(|planned| planned.path)
+        .collect()
+}
+
 /// Every PKI store file (relative) that rendering `cluster` reads.
 pub fn required_store_files(cluster: &Cluster) -> Vec<String> {
     let mut files: Vec<String> = cluster

@@ -40,6 +40,7 @@ mod templates;
 use std::path::PathBuf;
 
 pub use files::{HostFiles, RenderedFile};
+pub(crate) use host_plan::placed_paths;
 pub use host_plan::required_store_files;
 pub use host_plan::ETCD_INITIAL_CLUSTER_ENV;
 
