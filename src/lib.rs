@@ -40,7 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => commands::status::run(&global, &args, &printer),
         Command::AddMaster(args) => commands::add_master::run(&global, &args, &printer),
         Command::AddWorker(args) => commands::add_worker::run(&global, &args, &printer),
-        Command::RemoveMaster(_) => commands::not_yet("remove-master"),
+        Command::RemoveMaster(args) => commands::remove_master::run(&global, &args, &printer),
         Command::RemoveWorker(args) => commands::remove_worker::run(&global, &args, &printer),
         Command::RotateCerts(_) => commands::not_yet("rotate-certs"),
         Command::Etcd(cli::EtcdCommand::Snapshot(args)) => {

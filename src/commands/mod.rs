@@ -12,6 +12,7 @@ pub(crate) mod init;
 pub(crate) mod kubeconfig;
 pub(crate) mod pki;
 pub(crate) mod plan;
+pub(crate) mod remove_master;
 pub(crate) mod remove_worker;
 pub(crate) mod render;
 pub(crate) mod status;

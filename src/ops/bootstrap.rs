@@ -588,7 +588,11 @@ impl Run<'_> {
 
     /// If `node` leads, hand leadership to the follower closest to the
     /// leader's raft index, and wait until it has moved.
-    pub(crate) async fn move_leadership_off(&self, asker: &Host, node: &Node) -> anyhow::Result<()> {
+    pub(crate) async fn move_leadership_off(
+        &self,
+        asker: &Host,
+        node: &Node,
+    ) -> anyhow::Result<()> {
         let view = health::etcd_view(self.cluster, asker).await?;
         let Some(member) = view.member_named(&node.name) else {
             return Ok(());

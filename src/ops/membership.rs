@@ -83,11 +83,19 @@ pub(crate) async fn desired_etcd_and_members(
 pub(crate) fn mismatches(cluster: &Cluster, members: &[Member]) -> Vec<String> {
     let mut found = Vec::new();
     for member in members {
-        if !cluster.masters.iter().any(|master| member_is(member, master)) {
+        if !cluster
+            .masters
+            .iter()
+            .any(|master| member_is(member, master))
+        {
             let name = if member.started() {
                 member.name.clone()
             } else {
-                format!("member {} ({})", member.hex_id(), member.peer_urls.join(", "))
+                format!(
+                    "member {} ({})",
+                    member.hex_id(),
+                    member.peer_urls.join(", ")
+                )
             };
             found.push(format!(
                 "etcd: {name} is an etcd member but not a master in the inventory: remove it with `ocfk8s remove-master {}`",
@@ -172,7 +180,10 @@ mod tests {
         assert_eq!(found.len(), 3, "{found:?}");
         assert!(found[0].contains("`ocfk8s remove-master old`"), "{found:?}");
         assert!(found[1].contains(&format!("`ocfk8s add-master {}`", names[1])));
-        assert!(found[2].contains(&format!("{} is a master in the inventory but not an etcd member", names[2])));
+        assert!(found[2].contains(&format!(
+            "{} is a master in the inventory but not an etcd member",
+            names[2]
+        )));
         assert!(mismatches(&cluster, &members[..1]).len() == 2);
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod health;
 pub(crate) mod install;
 pub(crate) mod membership;
 pub(crate) mod preflight;
+pub(crate) mod remove_master;
 pub(crate) mod remove_worker;
 pub(crate) mod settings;
 pub(crate) mod snapshot;

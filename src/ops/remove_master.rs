@@ -33,7 +33,7 @@ use crate::printer::Printer;
 use crate::remote::etcdctl::{Etcdctl, Member};
 use crate::remote::Host;
 
-use super::add_master::{first_view, peer_url, refuse_members_outside_inventory, warn_if_even};
+use super::add_master::{first_view, refuse_members_outside_inventory, warn_if_even};
 use super::bootstrap::{self, Operation, Run};
 use super::departure;
 use super::fleet::Fleet;
@@ -129,7 +129,8 @@ impl RemoveMaster<'_> {
     /// NAME's address: `--address`, else etcd's member list, else the
     /// store; `--address` must agree with etcd.
     fn address(&self, cluster: &Cluster, member: Option<&Member>) -> anyhow::Result<IpAddr> {
-        let from_etcd = member.and_then(|member| member.peer_urls.iter().find_map(|url| url_address(url)));
+        let from_etcd =
+            member.and_then(|member| member.peer_urls.iter().find_map(|url| url_address(url)));
         match (self.address, from_etcd) {
             (Some(given), Some(known)) if given != known => Err(bad_input(format!(
                 "remove-master: --address {given} disagrees with etcd, which knows {} at {known}",
@@ -166,10 +167,19 @@ impl Operation for RemoveMaster<'_> {
         }
         let (asker, view) = first_view(cluster, &askers).await?;
         let member = self.member(&view).cloned();
+        if member.is_none()
+            && self.address.is_none()
+            && departure::store_material(cluster, name)?.is_none()
+        {
+            return Err(bad_input(format!(
+                "remove-master: {name} is not an etcd member and the PKI store holds nothing of it; \
+                 nothing to do (give --address ADDR to clean a host that is left)"
+            )));
+        }
         let address = self.address(cluster, member.as_ref())?;
         let departing = departure::departing_node(cluster, name, address, Role::Master);
         // Other members outside the inventory: one removal at a time.
-        let others_view = EtcdView {
+        let stays = EtcdView {
             members: view
                 .members
                 .iter()
@@ -179,19 +189,15 @@ impl Operation for RemoveMaster<'_> {
             statuses: view.statuses.clone(),
             unhealthy: view.unhealthy.clone(),
         };
-        refuse_members_outside_inventory(cluster, &others_view, "remove-master")?;
+        refuse_members_outside_inventory(cluster, &stays, "remove-master")?;
 
         if let Some(member) = &member {
             self.refuse_unsafe(&view, member)?;
         }
         let store = bootstrap::pki_phase(cluster, run.lock, printer)?;
-        let stays = EtcdView {
-            members: others_view.members.clone(),
-            ..others_view
-        };
         let desired = run.render(&store, super::membership::running(cluster, &stays.members))?;
         if member.is_none() {
-            let has_material = cluster.pki_dir.join("nodes").join(name).exists();
+            let has_material = departure::store_material(cluster, name)?.is_some();
             if !has_material && run.pending(&desired).await?.is_empty() {
                 return Err(bad_input(format!(
                     "remove-master: {name} is not a member of etcd, the PKI store holds nothing of it \
@@ -225,7 +231,14 @@ impl Operation for RemoveMaster<'_> {
             )
         };
         let result = self
-            .remove(run, asker, member.as_ref(), &departing, departing_fleet.as_ref(), &desired)
+            .remove(
+                run,
+                asker,
+                member.as_ref(),
+                &departing,
+                departing_fleet.as_ref(),
+                &desired,
+            )
             .await;
         if let Some(fleet) = departing_fleet {
             fleet.close().await;
@@ -327,10 +340,29 @@ impl RemoveMaster<'_> {
                 bin_dir: &cluster.install.bin_dir,
             };
             run.progress.start(name, "etcd");
-            etcdctl
-                .member_remove(&endpoints, member.id)
-                .await
-                .with_context(|| format!("{name}: etcd: removing member {}", member.hex_id()))?;
+            // etcd refuses a removal until every member has been reachable
+            // for a few seconds; a member already gone is not removed again.
+            let id = member.id;
+            health::wait(
+                name,
+                "etcd",
+                "removing the member",
+                MEMBER_TIMEOUT,
+                || async {
+                    let members = etcdctl
+                        .member_list(&endpoints)
+                        .await
+                        .context("reading the member list")?;
+                    if !members.iter().any(|other| other.id == id) {
+                        return Ok(None);
+                    }
+                    Ok(Some(match etcdctl.member_remove(&endpoints, id).await? {
+                        Ok(()) => "removed; reading the member list".to_string(),
+                        Err(why) => why,
+                    }))
+                },
+            )
+            .await?;
             run.progress.finish(
                 name,
                 "etcd",
@@ -371,15 +403,8 @@ impl RemoveMaster<'_> {
             one.files(desired).await?;
             one.control_plane(desired).await?;
             one.lb(desired).await?;
-            health::wait_etcd_healthy(
-                cluster,
-                asker,
-                &master.name,
-                "etcd",
-                None,
-                MEMBER_TIMEOUT,
-            )
-            .await?;
+            health::wait_etcd_healthy(cluster, asker, &master.name, "etcd", None, MEMBER_TIMEOUT)
+                .await?;
         }
         run.check_vip().await?;
         Ok(())
@@ -390,7 +415,11 @@ impl RemoveMaster<'_> {
     async fn remove_node_object(&self, run: &Run<'_>) {
         let cluster = run.cluster;
         for host in &run.fleet.hosts {
-            let Some(master) = cluster.masters.iter().find(|master| master.name == host.name) else {
+            let Some(master) = cluster
+                .masters
+                .iter()
+                .find(|master| master.name == host.name)
+            else {
                 continue;
             };
             if health::wait_apiserver_ready(host, master, "node", APISERVER_TIMEOUT)

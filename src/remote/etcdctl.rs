@@ -221,7 +221,7 @@ impl Etcdctl<'_> {
                 "etcdctl {} on {} failed: {}",
                 args.join(" "),
                 self.host.name,
-                first_line(&stderr)
+                error_of(&stderr)
             );
         }
         Ok(stdout)
@@ -330,11 +330,24 @@ impl Etcdctl<'_> {
         anyhow::bail!("etcdctl member promote on {} failed: {why}", self.host.name)
     }
 
-    /// Remove member `id` from the cluster.
-    pub(crate) async fn member_remove(&self, endpoints: &[String], id: u64) -> anyhow::Result<()> {
-        self.run_ok(endpoints, &["member", "remove", &format!("{id:x}")])
-            .await
-            .map(drop)
+    /// Remove member `id` from the cluster. `Ok(Err(why))` when etcd
+    /// refuses for now: a member was unreachable in the last seconds.
+    pub(crate) async fn member_remove(
+        &self,
+        endpoints: &[String],
+        id: u64,
+    ) -> anyhow::Result<Result<(), String>> {
+        let (status, _, stderr) = self
+            .run(endpoints, &["member", "remove", &format!("{id:x}")])
+            .await?;
+        if status == Some(0) {
+            return Ok(Ok(()));
+        }
+        let why = error_of(&stderr);
+        if why.contains("unhealthy cluster") {
+            return Ok(Err(why));
+        }
+        anyhow::bail!("etcdctl member remove on {} failed: {why}", self.host.name)
     }
 
     /// Move leadership to `target`, asked of the current leader's endpoint.
