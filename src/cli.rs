@@ -86,7 +86,8 @@ pub enum Command {
     RemoveMaster(RemoveArgs),
     /// Drain and remove a worker (already taken out of the inventory)
     RemoveWorker(RemoveArgs),
-    /// Re-issue every leaf certificate and restart master by master
+    /// Re-issue leaf certificates from the same CAs and roll them out,
+    /// master by master, then workers, then the front door
     RotateCerts(RotateCertsArgs),
     /// etcd maintenance
     #[command(subcommand)]
@@ -231,11 +232,40 @@ pub struct RemoveArgs {
 
 #[derive(Debug, Args)]
 pub struct RotateCertsArgs {
-    #[command(flatten)]
-    pub phases: PhaseArgs,
-    /// Show what would be done without changing anything
+    /// Only the certificates that expire within this time (30d, 12h, 90m,
+    /// 2w)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expiring_within: Option<u64>,
+    /// Only these hosts' certificates
+    #[arg(long, value_delimiter = ',', value_name = "NAME")]
+    pub only: Vec<String>,
+    /// List the certificates and the order of restarts; change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `30d`, `12h`, `90m`, `45s`, `2w` as seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: give a unit (s, m, h, d or w), e.g. 30d"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number then a unit, e.g. 30d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m, h, d or w")),
+    };
+    number
+        .checked_mul(scale)
+        .filter(|seconds| *seconds <= 100 * 365 * 86_400)
+        .ok_or_else(|| format!("{text:?}: too long"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -42,7 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::AddWorker(args) => commands::add_worker::run(&global, &args, &printer),
         Command::RemoveMaster(args) => commands::remove_master::run(&global, &args, &printer),
         Command::RemoveWorker(args) => commands::remove_worker::run(&global, &args, &printer),
-        Command::RotateCerts(_) => commands::not_yet("rotate-certs"),
+        Command::RotateCerts(args) => commands::rotate::run(&global, &args, &printer),
         Command::Etcd(cli::EtcdCommand::Snapshot(args)) => {
             commands::etcd::snapshot(&global, &args, &printer)
         }

@@ -15,6 +15,7 @@ pub(crate) mod plan;
 pub(crate) mod remove_master;
 pub(crate) mod remove_worker;
 pub(crate) mod render;
+pub(crate) mod rotate;
 pub(crate) mod status;
 pub(crate) mod validate;
 
@@ -22,11 +23,6 @@ use std::path::Path;
 
 use crate::inventory::{self, Resolved};
 use crate::printer::Printer;
-
-/// Commands whose capability has not been built yet fail honestly (exit 1).
-pub(crate) fn not_yet(command: &str) -> anyhow::Result<()> {
-    anyhow::bail!("`ocfk8s {command}` is not implemented yet")
-}
 
 /// The run settings from the global flags, for `cluster`.
 pub(crate) fn settings(

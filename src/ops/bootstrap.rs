@@ -416,7 +416,10 @@ impl Run<'_> {
 
     /// Start or roll etcd; when this run formed a new cluster, its members'
     /// settings as a running cluster.
-    async fn etcd(&self, desired: &[HostFiles]) -> anyhow::Result<Option<EtcdBootstrap>> {
+    pub(crate) async fn etcd(
+        &self,
+        desired: &[HostFiles],
+    ) -> anyhow::Result<Option<EtcdBootstrap>> {
         let plans = self.service_plans(desired, Phase::Etcd).await?;
         let masters: Vec<(&Host, &Node)> = self
             .hosts()

@@ -14,6 +14,7 @@ pub(crate) mod membership;
 pub(crate) mod preflight;
 pub(crate) mod remove_master;
 pub(crate) mod remove_worker;
+pub(crate) mod rotate;
 pub(crate) mod settings;
 pub(crate) mod snapshot;
 pub(crate) mod status;

@@ -132,6 +132,15 @@ pub fn reissue(
     generate::reissue(cluster, &lock, select)
 }
 
+/// [`reissue`] by a caller that holds the exclusive run lock.
+pub(crate) fn reissue_locked(
+    cluster: &Cluster,
+    lock: &RunLock,
+    select: impl Fn(&certlist::LeafSpec) -> bool,
+) -> anyhow::Result<Generated> {
+    generate::reissue(cluster, lock, select)
+}
+
 /// Make the store complete for `cluster` and open it, checking it once:
 /// what [`generate`] does, returning the checked store. The caller holds
 /// the exclusive run lock.

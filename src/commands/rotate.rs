@@ -1,0 +1,23 @@
+//! `ocfk8s rotate-certs`: see [`crate::ops::rotate`].
+
+use crate::cli::{GlobalArgs, RotateCertsArgs};
+use crate::printer::Printer;
+
+pub(crate) fn run(
+    global: &GlobalArgs,
+    args: &RotateCertsArgs,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let resolved = super::load_inventory(&global.inventory, printer)?;
+    let cluster = &resolved.cluster;
+    crate::ops::rotate::run(
+        cluster,
+        &super::settings(cluster, global),
+        &crate::ops::rotate::Request {
+            expiring_within: args.expiring_within,
+            only: &args.only,
+            dry_run: args.dry_run,
+        },
+        printer,
+    )
+}

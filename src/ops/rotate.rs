@@ -1,0 +1,276 @@
+//! `rotate-certs`: re-issue leaf certificates (new keys, new serials, the
+//! same CAs) and roll them out so that no client notices:
+//!
+//! 1. refuse unless every etcd member is healthy;
+//! 2. re-issue the chosen leaves (all by default; `--expiring-within`
+//!    those expiring within that time; `--only` those of some hosts), with
+//!    the kubeconfigs that embed them, in one journaled store write;
+//! 3. masters one at a time: their files, then etcd (leadership moved away
+//!    first if this member leads; restarted; every member healthy and
+//!    caught up), then the control plane (apiserver `/readyz`), then
+//!    kube-proxy;
+//! 4. workers in batches of at most a quarter of them: files, kubelet,
+//!    kube-proxy (kubelet's healthz);
+//! 5. the front door: nginx reloaded for the ingress certificate; exactly
+//!    one VIP holder.
+//!
+//! Old and new leaves come from the same CAs, so a run killed anywhere
+//! leaves every host on its old or its new certificates, both valid; the
+//! next run re-issues and finishes.
+
+use std::collections::BTreeSet;
+
+use crate::error::bad_input;
+use crate::inventory::{Cluster, Node};
+use crate::phase::Phase;
+use crate::pki::certlist::{self, LeafSpec};
+use crate::printer::Printer;
+use crate::remote::Host;
+
+use super::add_master::first_view;
+use super::bootstrap::{self, Operation, Run};
+use super::settings::RunSettings;
+
+/// The phases whose checks and services a rotation covers.
+const PHASES: [Phase; 7] = [
+    Phase::Preflight,
+    Phase::Pki,
+    Phase::Files,
+    Phase::Etcd,
+    Phase::ControlPlane,
+    Phase::Nodes,
+    Phase::Lb,
+];
+
+pub(crate) struct Request<'a> {
+    pub(crate) expiring_within: Option<u64>,
+    pub(crate) only: &'a [String],
+    pub(crate) dry_run: bool,
+}
+
+/// The leaves a request picks, by store base (`nodes/m1/apiserver`).
+fn chosen(
+    cluster: &Cluster,
+    request: &Request<'_>,
+    printer: &Printer,
+) -> anyhow::Result<Vec<(LeafSpec, Option<i64>)>> {
+    for name in request.only {
+        if cluster.node(name).is_none() {
+            return Err(bad_input(format!(
+                "rotate-certs: --only {:?}: not a host in the inventory {}",
+                crate::input_file::excerpt(name, 64),
+                cluster.inventory_path.display()
+            )));
+        }
+    }
+    let store = crate::pki::load(cluster, printer)?;
+    let report = crate::pki::inspect::inspect(&store)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut chosen = Vec::new();
+    for spec in certlist::leaves(cluster) {
+        if !request.only.is_empty()
+            && !spec
+                .node
+                .as_ref()
+                .is_some_and(|node| request.only.contains(node))
+        {
+            continue;
+        }
+        let conf = format!("{}.conf", spec.base);
+        let expires = report
+            .certificates
+            .iter()
+            .filter(|entry| entry.name == spec.base || entry.name == conf)
+            .map(|entry| entry.not_after)
+            .min();
+        if let Some(within) = request.expiring_within {
+            let within = i64::try_from(within).unwrap_or(i64::MAX);
+            if !expires.is_some_and(|expires| expires - now <= within) {
+                continue;
+            }
+        }
+        chosen.push((spec, expires));
+    }
+    Ok(chosen)
+}
+
+pub(crate) fn run(
+    cluster: &Cluster,
+    settings: &RunSettings,
+    request: &Request<'_>,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let chosen = chosen(cluster, request, printer)?;
+    if chosen.is_empty() {
+        printer.output(&match request.expiring_within {
+            Some(within) => format!(
+                "rotate-certs: no certificate expires within {}; nothing to do",
+                crate::pki::inspect::short_duration(i64::try_from(within).unwrap_or(i64::MAX))
+            ),
+            None => "rotate-certs: no certificate to re-issue; nothing to do".to_string(),
+        });
+        return Ok(());
+    }
+    if request.dry_run {
+        printer.output(&dry_run_text(cluster, &chosen));
+        return Ok(());
+    }
+    let bases: BTreeSet<String> = chosen.into_iter().map(|(spec, _)| spec.base).collect();
+    let nodes: Vec<&Node> = cluster.nodes().collect();
+    bootstrap::converge_with(
+        cluster,
+        settings,
+        &nodes,
+        &PHASES,
+        "rotate-certs",
+        printer,
+        &Rotate { bases },
+    )
+}
+
+/// What `--dry-run` prints: the certificates, then the order of restarts.
+fn dry_run_text(cluster: &Cluster, chosen: &[(LeafSpec, Option<i64>)]) -> String {
+    let mut out = format!("rotate-certs would re-issue {} certificate(s):\n", chosen.len());
+    for (spec, expires) in chosen {
+        let mut files = Vec::new();
+        if spec.files {
+            files.push(format!("{}.crt", spec.base));
+        }
+        if spec.kubeconfig.is_some() {
+            files.push(format!("{}.conf", spec.base));
+        }
+        out.push_str(&format!(
+            "  {:<44} {:<28} expires {}\n",
+            spec.base,
+            files.join(", "),
+            expires
+                .map(crate::pki::inspect::rfc3339)
+                .unwrap_or_else(|| "-".into())
+        ));
+    }
+    let touched: BTreeSet<&str> = chosen
+        .iter()
+        .filter_map(|(spec, _)| spec.node.as_deref())
+        .collect();
+    let cluster_wide = chosen.iter().any(|(spec, _)| spec.node.is_none());
+    out.push_str("then, in this order (only where a host's files change):\n");
+    let mut step = 1;
+    for master in &cluster.masters {
+        if cluster_wide || touched.contains(master.name.as_str()) {
+            out.push_str(&format!(
+                "  {step}. {}: files; etcd restarted (leadership moved away first if it leads), gated on every member healthy and caught up; control plane restarted, gated on /readyz; kube-proxy\n",
+                master.name
+            ));
+            step += 1;
+        }
+    }
+    let workers: Vec<&str> = cluster
+        .workers
+        .iter()
+        .map(|worker| worker.name.as_str())
+        .filter(|name| cluster_wide || touched.contains(name))
+        .collect();
+    for batch in workers.chunks(batch_size(cluster.workers.len())) {
+        out.push_str(&format!(
+            "  {step}. {}: files; kubelet and kube-proxy restarted, gated on kubelet's healthz\n",
+            batch.join(", ")
+        ));
+        step += 1;
+    }
+    if cluster.ingress.is_some() {
+        out.push_str(&format!(
+            "  {step}. masters: nginx reloaded where its certificate changed; exactly one VIP holder\n"
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+/// Workers restart in batches of at most a quarter of them.
+fn batch_size(workers: usize) -> usize {
+    workers.div_ceil(4).max(1)
+}
+
+struct Rotate {
+    bases: BTreeSet<String>,
+}
+
+impl Operation for Rotate {
+    async fn apply(&self, run: &Run<'_>) -> anyhow::Result<()> {
+        let cluster = run.cluster;
+        let printer = run.printer;
+        let askers: Vec<&Host> = run
+            .fleet
+            .hosts
+            .iter()
+            .filter(|host| host.facts.etcd_data && run.fleet.is_master(&host.name))
+            .collect();
+        if askers.is_empty() {
+            anyhow::bail!(
+                "rotate-certs: no master holds etcd data: the cluster is not running; nothing was changed \
+                 (a new cluster gets its certificates with `ocfk8s bootstrap`)"
+            );
+        }
+        let (_, view) = first_view(cluster, &askers).await?;
+        if let Some(problem) = view.problem() {
+            anyhow::bail!(
+                "rotate-certs: etcd is not healthy: {problem}; nothing was changed. \
+                 Bring every member back first (`ocfk8s status`, `ocfk8s bootstrap`)"
+            );
+        }
+        crate::pki::recover(run.lock, cluster, printer)?;
+        let reissued = crate::pki::reissue_locked(cluster, run.lock, |spec| {
+            self.bases.contains(&spec.base)
+        })?;
+        printer.info(&format!(
+            "pki: re-issued {} certificate(s) from the same CAs ({} file(s) written)",
+            self.bases.len(),
+            reissued.created.len()
+        ));
+        let store = bootstrap::pki_phase(cluster, run.lock, printer)?;
+        let desired = run.render(&store, super::membership::running(cluster, &view.members))?;
+
+        for master in &cluster.masters {
+            let one = run.only(&[master.name.as_str()]);
+            one.files(&desired).await?;
+            one.etcd(&desired).await?;
+            one.control_plane(&desired).await?;
+            one.nodes(&desired).await?;
+        }
+        let workers: Vec<&str> = cluster
+            .workers
+            .iter()
+            .map(|worker| worker.name.as_str())
+            .collect();
+        for batch in workers.chunks(batch_size(workers.len())) {
+            let some = run.only(batch);
+            some.files(&desired).await?;
+            some.nodes(&desired).await?;
+        }
+        let masters: Vec<&str> = cluster
+            .masters
+            .iter()
+            .map(|master| master.name.as_str())
+            .collect();
+        run.only(&masters).lb(&desired).await?;
+        run.check_vip().await?;
+        printer.output(&format!(
+            "rotate-certs: {} certificate(s) re-issued and rolled out; every etcd member healthy",
+            self.bases.len()
+        ));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_restart_in_quarters() {
+        assert_eq!(batch_size(0), 1);
+        assert_eq!(batch_size(1), 1);
+        assert_eq!(batch_size(4), 1);
+        assert_eq!(batch_size(7), 2);
+        assert_eq!(batch_size(200), 50);
+    }
+}
