@@ -260,7 +260,11 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         "h" => 3600,
         "d" => 86_400,
         "w" => 604_800,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m, h, d or w")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; use s, m, h, d or w"
+            ))
+        }
     };
     number
         .checked_mul(scale)

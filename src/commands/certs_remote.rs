@@ -18,6 +18,8 @@ struct Row {
     /// `YYYY-MM-DD HH:MM UTC`; absent when the file holds no certificate.
     expires: Option<String>,
     residual_days: Option<i64>,
+    /// Upper-case hex, as `openssl x509 -serial` prints it.
+    serial: Option<String>,
 }
 
 pub(crate) fn run(
@@ -74,6 +76,7 @@ fn row(host: &str, certificate: &HostCertificate, now: i64) -> Row {
         residual_days: certificate
             .not_after
             .map(|not_after| (not_after - now).div_euclid(86_400)),
+        serial: certificate.serial.clone(),
     }
 }
 

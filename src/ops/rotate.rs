@@ -130,7 +130,10 @@ pub(crate) fn run(
 
 /// What `--dry-run` prints: the certificates, then the order of restarts.
 fn dry_run_text(cluster: &Cluster, chosen: &[(LeafSpec, Option<i64>)]) -> String {
-    let mut out = format!("rotate-certs would re-issue {} certificate(s):\n", chosen.len());
+    let mut out = format!(
+        "rotate-certs would re-issue {} certificate(s):\n",
+        chosen.len()
+    );
     for (spec, expires) in chosen {
         let mut files = Vec::new();
         if spec.files {
@@ -218,9 +221,8 @@ impl Operation for Rotate {
             );
         }
         crate::pki::recover(run.lock, cluster, printer)?;
-        let reissued = crate::pki::reissue_locked(cluster, run.lock, |spec| {
-            self.bases.contains(&spec.base)
-        })?;
+        let reissued =
+            crate::pki::reissue_locked(cluster, run.lock, |spec| self.bases.contains(&spec.base))?;
         printer.info(&format!(
             "pki: re-issued {} certificate(s) from the same CAs ({} file(s) written)",
             self.bases.len(),

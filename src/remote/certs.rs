@@ -26,6 +26,9 @@ pub(crate) struct HostCertificate {
     /// Unix time of notAfter; `None` when the file holds no readable
     /// certificate.
     pub(crate) not_after: Option<i64>,
+    /// The serial number in upper-case hex, as `openssl x509 -serial`
+    /// prints it.
+    pub(crate) serial: Option<String>,
 }
 
 pub(crate) fn certificates_script() -> String {
@@ -79,6 +82,7 @@ pub(crate) fn parse_certificates(output: &str) -> anyhow::Result<Vec<HostCertifi
                     path: path.to_string(),
                     subject,
                     not_after: Some(certificate.validity().not_after.timestamp()),
+                    serial: Some(serial_hex(certificate.raw_serial())),
                 });
             }
         }
@@ -87,6 +91,7 @@ pub(crate) fn parse_certificates(output: &str) -> anyhow::Result<Vec<HostCertifi
                 path: path.to_string(),
                 subject: String::new(),
                 not_after: None,
+                serial: None,
             });
         }
     }
@@ -94,6 +99,16 @@ pub(crate) fn parse_certificates(output: &str) -> anyhow::Result<Vec<HostCertifi
         anyhow::bail!("the certificate listing was cut short");
     }
     Ok(found)
+}
+
+/// A serial's bytes as `openssl x509 -serial` prints them: upper-case hex
+/// without the leading zero byte DER adds to keep it positive.
+fn serial_hex(bytes: &[u8]) -> String {
+    let trimmed: &[u8] = match bytes {
+        [0, rest @ ..] if !rest.is_empty() => rest,
+        _ => bytes,
+    };
+    hex::encode_upper(trimmed)
 }
 
 /// Every certificate on `host`: one round trip.
