@@ -85,7 +85,7 @@ fn chosen(
             .min();
         if let Some(within) = request.expiring_within {
             let within = i64::try_from(within).unwrap_or(i64::MAX);
-            if !expires.is_some_and(|expires| expires - now <= within) {
+            if expires.is_none_or(|expires| expires - now > within) {
                 continue;
             }
         }
