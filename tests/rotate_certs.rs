@@ -145,14 +145,14 @@ fn leaves_rotate_member_by_member_without_a_failed_read() {
     let signed = Command::new("sh")
         .current_dir(&pki)
         .arg("-c")
-        .arg(format!(
+        .arg(
             "set -e; b=nodes/w1/kubelet-server; \
              openssl x509 -in $b.crt -noout -ext subjectAltName | tail -n +2 | sed 's/^ *//; s/IP Address/IP/g' > san.txt; \
-             printf 'subjectAltName=%s\\nextendedKeyUsage=serverAuth\\nkeyUsage=critical,digitalSignature,keyEncipherment\\n' \"$(cat san.txt)\" > ext.cnf; \
+             printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n' \"$(cat san.txt)\" > ext.cnf; \
              openssl req -new -key $b.key -subj '/O=system:nodes/CN=system:node:w1' -out short.csr; \
              openssl x509 -req -in short.csr -CA ca.crt -CAkey ca.key -set_serial 0x$(openssl rand -hex 8) -days 2 -extfile ext.cnf -out $b.crt; \
              rm -f san.txt ext.cnf short.csr"
-        ))
+        )
         .output()
         .expect("openssl");
     assert!(signed.status.success(), "{signed:?}");
