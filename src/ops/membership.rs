@@ -178,8 +178,8 @@ mod tests {
         ];
         let found = mismatches(&cluster, &members);
         assert_eq!(found.len(), 3, "{found:?}");
-        assert!(found[0].contains("`ocfk8s remove-master old`"), "{found:?}");
-        assert!(found[1].contains(&format!("`ocfk8s add-master {}`", names[1])));
+        assert!(found[0].contains(&format!("`ocfk8s add-master {}`", names[1])));
+        assert!(found[1].contains("`ocfk8s remove-master old`"), "{found:?}");
         assert!(found[2].contains(&format!(
             "{} is a master in the inventory but not an etcd member",
             names[2]

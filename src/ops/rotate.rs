@@ -26,6 +26,7 @@ use crate::phase::Phase;
 use crate::pki::certlist::{self, LeafSpec};
 use crate::printer::Printer;
 use crate::remote::Host;
+use crate::render::HostFiles;
 
 use super::add_master::first_view;
 use super::bootstrap::{self, Operation, Run};
@@ -231,36 +232,44 @@ impl Operation for Rotate {
         let store = bootstrap::pki_phase(cluster, run.lock, printer)?;
         let desired = run.render(&store, super::membership::running(cluster, &view.members))?;
 
-        for master in &cluster.masters {
-            let one = run.only(&[master.name.as_str()]);
-            one.files(&desired).await?;
-            one.etcd(&desired).await?;
-            one.control_plane(&desired).await?;
-            one.nodes(&desired).await?;
-        }
-        let workers: Vec<&str> = cluster
-            .workers
-            .iter()
-            .map(|worker| worker.name.as_str())
-            .collect();
-        for batch in workers.chunks(batch_size(workers.len())) {
-            let some = run.only(batch);
-            some.files(&desired).await?;
-            some.nodes(&desired).await?;
-        }
-        let masters: Vec<&str> = cluster
-            .masters
-            .iter()
-            .map(|master| master.name.as_str())
-            .collect();
-        run.only(&masters).lb(&desired).await?;
-        run.check_vip().await?;
+        roll_out(run, &desired).await?;
         printer.output(&format!(
             "rotate-certs: {} certificate(s) re-issued and rolled out; every etcd member healthy",
             self.bases.len()
         ));
         Ok(())
     }
+}
+
+/// Make every host hold `desired`, restarting what changed in the order
+/// that keeps the cluster serving: masters one at a time (etcd, then the
+/// control plane, then kube-proxy), workers in batches, the front door.
+pub(crate) async fn roll_out(run: &Run<'_>, desired: &[HostFiles]) -> anyhow::Result<()> {
+    let cluster = run.cluster;
+    for master in &cluster.masters {
+        let one = run.only(&[master.name.as_str()]);
+        one.files(desired).await?;
+        one.etcd(desired).await?;
+        one.control_plane(desired).await?;
+        one.nodes(desired).await?;
+    }
+    let workers: Vec<&str> = cluster
+        .workers
+        .iter()
+        .map(|worker| worker.name.as_str())
+        .collect();
+    for batch in workers.chunks(batch_size(workers.len())) {
+        let some = run.only(batch);
+        some.files(desired).await?;
+        some.nodes(desired).await?;
+    }
+    let masters: Vec<&str> = cluster
+        .masters
+        .iter()
+        .map(|master| master.name.as_str())
+        .collect();
+    run.only(&masters).lb(desired).await?;
+    run.check_vip().await
 }
 
 #[cfg(test)]
