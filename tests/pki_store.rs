@@ -62,6 +62,10 @@ fn leaves(store: &Path) -> Vec<(PathBuf, &'static str, Option<PathBuf>)> {
         let Some(base) = file.strip_suffix(".crt") else {
             continue;
         };
+        // Archived material (departed hosts, old CAs) is not the store's.
+        if file.starts_with("archive/") {
+            continue;
+        }
         let ca = if file.contains("/etcd/") || file.starts_with("apiserver-etcd") {
             "etcd/ca.crt"
         } else if file.contains("front-proxy-client") {
@@ -760,4 +764,308 @@ fn an_archive_of_departed_hosts_is_invisible_to_generate_check_and_render() {
         .collect();
     assert!(archived_before.len() > 5, "{archived_before:?}");
     assert_eq!(archived_now, archived_before);
+}
+
+/// The next store step of a CA rotation, through the library (the command
+/// that drives it on hosts, `rotate-certs --ca`, is the lead's).
+fn rotate_ca(cluster: &Cluster, sa: bool) -> u8 {
+    let inventory = ocfk8s::inventory::load(&cluster.dir.path().join("inventory.toml"))
+        .expect("inventory")
+        .cluster;
+    let printer = ocfk8s::printer::Printer::new(0, true, true);
+    ocfk8s::pki::ca_rotate_next_for_tests(&inventory, sa, &printer).expect("CA rotation step")
+}
+
+/// How many PEM certificates a file holds.
+fn certificates_in(bytes: &[u8]) -> usize {
+    String::from_utf8_lossy(bytes)
+        .matches("-----BEGIN CERTIFICATE-----")
+        .count()
+}
+
+/// A kubeconfig's base64 field, decoded, written beside `dir` as `name`.
+fn kubeconfig_field(conf: &Path, field: &str, out: &Path) -> Vec<u8> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(conf).expect("kubeconfig");
+    let value = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(&format!("{field}: ")))
+        .unwrap_or_else(|| panic!("{}: no {field}", conf.display()));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .expect("base64");
+    std::fs::write(out, &bytes).expect("write");
+    bytes
+}
+
+fn concatenated(out: &Path, files: &[PathBuf]) -> PathBuf {
+    let mut bytes = Vec::new();
+    for file in files {
+        bytes.extend(std::fs::read(file).expect("read"));
+    }
+    std::fs::write(out, bytes).expect("write");
+    out.to_path_buf()
+}
+
+/// What `openssl pkcs7 -print_certs` counts in a bundle: openssl's own
+/// reading of every certificate in it.
+fn openssl_counts(bundle: &Path) -> usize {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg("openssl crl2pkcs7 -nocrl -certfile \"$1\" | openssl pkcs7 -print_certs -noout | grep -c '^subject'")
+        .arg("sh")
+        .arg(bundle)
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Every certificate of the store with its key (no kubeconfigs), signed by
+/// a rotated CA.
+fn rotated_leaves(store: &Path) -> Vec<(PathBuf, &'static str)> {
+    leaves(store)
+        .into_iter()
+        .filter(|(file, ca, _)| {
+            *ca != "ingress-ca.crt"
+                && !file.to_string_lossy().contains(".next.")
+                && !file.to_string_lossy().contains(".prev.")
+        })
+        .map(|(file, ca, _)| (file, ca))
+        .collect()
+}
+
+#[test]
+fn a_ca_rotation_trusts_both_then_reissues_then_archives_as_openssl_sees_it() {
+    let cluster = generated();
+    let store = cluster.store();
+    let scratch = tempfile::tempdir().expect("scratch");
+    let old = std::fs::read(store.join("ca.crt")).expect("ca");
+    let render = |out: &str| {
+        let run = cluster.run(&["render", "--out", out]);
+        assert_eq!(run.status, 0, "{}", run.stderr);
+        cluster.dir.path().join(out)
+    };
+    let normal = snapshot(&render("out-before"));
+
+    // Step 1: new CAs beside the old; leaves still from the old.
+    assert_eq!(rotate_ca(&cluster, true), 1);
+    let check = cluster.run(&["certs", "check"]);
+    assert_eq!(check.status, 0, "{}", check.stderr);
+    assert!(
+        check.stdout.contains(
+            "CA rotation: step 1 of 3 done (new CAs trusted, leaves still from the old CAs); \
+             next: `ocfk8s rotate-certs --ca`"
+        ),
+        "{}",
+        check.stdout
+    );
+    assert!(check.stdout.contains("ca (new)"), "{}", check.stdout);
+    let json = cluster.run(&["certs", "check", "-o", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert_eq!(report["ca_rotation"]["step"], 1);
+    assert_eq!(report["ca_rotation"]["state"], "trusting");
+    assert_eq!(report["ca_rotation"]["service_account"], true);
+    let leaves_now = rotated_leaves(&store);
+    assert!(leaves_now.len() >= 30, "{}", leaves_now.len());
+    for (leaf, ca) in &leaves_now {
+        let next = store.join(ca.replace(".crt", ".next.crt"));
+        let bundle = concatenated(
+            &scratch.path().join("bundle.crt"),
+            &[store.join(ca), next.clone()],
+        );
+        assert!(
+            openssl_verifies(&store.join(ca), leaf),
+            "{}",
+            leaf.display()
+        );
+        assert!(openssl_verifies(&bundle, leaf), "{}", leaf.display());
+        assert!(!openssl_verifies(&next, leaf), "{}", leaf.display());
+    }
+
+    // What hosts receive at step 1: a bundle in every trust file, the
+    // signing CA's own certificate and key for the controller-manager.
+    let out = render("out-1");
+    for host in ["m1", "m2", "m3", "w1", "w2"] {
+        let root = out.join(host);
+        let mut trust = vec!["etc/kubernetes/pki/ca.crt"];
+        let mut kubeconfigs = vec![
+            "etc/kubernetes/kubelet.conf",
+            "var/lib/kube-proxy/kubeconfig.conf",
+        ];
+        if host.starts_with('m') {
+            trust.extend([
+                "etc/kubernetes/pki/etcd/ca.crt",
+                "etc/kubernetes/pki/front-proxy-ca.crt",
+            ]);
+            kubeconfigs.extend([
+                "etc/kubernetes/admin.conf",
+                "etc/kubernetes/controller-manager.conf",
+                "etc/kubernetes/scheduler.conf",
+            ]);
+            let signing =
+                std::fs::read(root.join("etc/kubernetes/pki/ca-signing.crt")).expect("signing");
+            assert_eq!(signing, old, "{host}: the signing CA is still the old one");
+            assert_eq!(
+                std::fs::read(root.join("etc/kubernetes/pki/ca.key")).expect("key"),
+                std::fs::read(store.join("ca.key")).expect("key")
+            );
+            let manifest = std::fs::read_to_string(
+                root.join("etc/kubernetes/manifests/kube-controller-manager.yaml"),
+            )
+            .expect("manifest");
+            assert!(
+                manifest.contains("--cluster-signing-cert-file=/etc/kubernetes/pki/ca-signing.crt"),
+                "{manifest}"
+            );
+            assert!(manifest.contains("--root-ca-file=/etc/kubernetes/pki/ca.crt"));
+            let sa =
+                std::fs::read_to_string(root.join("etc/kubernetes/pki/sa.pub")).expect("sa.pub");
+            assert_eq!(sa.matches("BEGIN PUBLIC KEY").count(), 2, "{host}");
+            // The rendered leaves verify against the rendered bundle.
+            for leaf in ["apiserver.crt", "etcd/server.crt", "front-proxy-client.crt"] {
+                let ca = if leaf.starts_with("etcd") {
+                    "etcd/ca.crt"
+                } else if leaf.starts_with("front") {
+                    "front-proxy-ca.crt"
+                } else {
+                    "ca.crt"
+                };
+                assert!(
+                    openssl_verifies(
+                        &root.join("etc/kubernetes/pki").join(ca),
+                        &root.join("etc/kubernetes/pki").join(leaf)
+                    ),
+                    "{host} {leaf}"
+                );
+            }
+        } else {
+            assert!(!root.join("etc/kubernetes/pki/ca-signing.crt").exists());
+        }
+        for file in trust {
+            let path = root.join(file);
+            assert_eq!(
+                certificates_in(&std::fs::read(&path).expect("trust")),
+                2,
+                "{host} {file}"
+            );
+            assert_eq!(openssl_counts(&path), 2, "{host} {file}");
+        }
+        for file in kubeconfigs {
+            let authorities = scratch.path().join("authorities.crt");
+            let bytes =
+                kubeconfig_field(&root.join(file), "certificate-authority-data", &authorities);
+            assert_eq!(certificates_in(&bytes), 2, "{host} {file}");
+            assert_eq!(openssl_counts(&authorities), 2, "{host} {file}");
+        }
+    }
+
+    // Step 2: every leaf and kubeconfig from the new CAs.
+    assert_eq!(rotate_ca(&cluster, true), 2);
+    let check = cluster.run(&["certs", "check"]);
+    assert_eq!(check.status, 0, "{}", check.stderr);
+    assert!(
+        check.stdout.contains("CA rotation: step 2 of 3 done"),
+        "{}",
+        check.stdout
+    );
+    let new = std::fs::read(store.join("ca.crt")).expect("ca");
+    assert_ne!(new, old);
+    assert_eq!(std::fs::read(store.join("ca.prev.crt")).expect("prev"), old);
+    for (leaf, ca) in rotated_leaves(&store) {
+        let prev = store.join(ca.replace(".crt", ".prev.crt"));
+        let bundle = concatenated(
+            &scratch.path().join("bundle.crt"),
+            &[store.join(ca), prev.clone()],
+        );
+        assert!(
+            openssl_verifies(&store.join(ca), &leaf),
+            "{}",
+            leaf.display()
+        );
+        assert!(openssl_verifies(&bundle, &leaf), "{}", leaf.display());
+        assert!(!openssl_verifies(&prev, &leaf), "{}", leaf.display());
+    }
+    let client = scratch.path().join("client.crt");
+    for conf in common::tree(&store)
+        .into_iter()
+        .filter(|file| file.ends_with(".conf"))
+    {
+        kubeconfig_field(&store.join(&conf), "client-certificate-data", &client);
+        assert!(openssl_verifies(&store.join("ca.crt"), &client), "{conf}");
+        assert!(
+            !openssl_verifies(&store.join("ca.prev.crt"), &client),
+            "{conf}"
+        );
+    }
+    let out = render("out-2");
+    assert_eq!(
+        std::fs::read(out.join("m1/etc/kubernetes/pki/ca-signing.crt")).expect("signing"),
+        new
+    );
+
+    // Step 3: a normal store whose CAs are the new ones; the old archived.
+    assert_eq!(rotate_ca(&cluster, false), 0);
+    let check = cluster.run(&["certs", "check"]);
+    assert_eq!(check.status, 0, "{}", check.stderr);
+    assert!(!check.stdout.contains("CA rotation"), "{}", check.stdout);
+    assert!(!check.stdout.contains("archive"), "{}", check.stdout);
+    assert_eq!(std::fs::read(store.join("ca.crt")).expect("ca"), new);
+    openssl_checks_store(&store, true, 30);
+    let archived: Vec<String> = common::tree(&store.join("archive"));
+    let folder = archived[0].split('/').next().expect("folder").to_string();
+    assert!(folder.starts_with("ca_"), "{archived:?}");
+    for file in [
+        "ca.crt",
+        "ca.key",
+        "etcd/ca.crt",
+        "etcd/ca.key",
+        "front-proxy-ca.crt",
+        "front-proxy-ca.key",
+        "sa.key",
+        "sa.pub",
+    ] {
+        assert!(
+            archived.contains(&format!("{folder}/{file}")),
+            "{file}: {archived:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(store.join("archive").join(&folder).join("ca.crt")).expect("old"),
+        old
+    );
+    let generate = cluster.run(&["pki", "generate"]);
+    assert_eq!(generate.status, 0, "{}", generate.stderr);
+    let before = snapshot(&store);
+    cluster.generate();
+    assert_eq!(
+        snapshot(&store),
+        before,
+        "a second pki generate changed the store"
+    );
+    // Rendering is a normal store's again: the same files as before the
+    // rotation, one CA per trust file, no signing copy.
+    let after = snapshot(&render("out-after"));
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        normal.keys().collect::<Vec<_>>()
+    );
+    let root = cluster.dir.path().join("out-after/m1");
+    for file in [
+        "etc/kubernetes/pki/ca.crt",
+        "etc/kubernetes/pki/etcd/ca.crt",
+        "etc/kubernetes/pki/front-proxy-ca.crt",
+    ] {
+        assert_eq!(
+            certificates_in(&std::fs::read(root.join(file)).expect("trust")),
+            1,
+            "{file}"
+        );
+    }
+    let manifest =
+        std::fs::read_to_string(root.join("etc/kubernetes/manifests/kube-controller-manager.yaml"))
+            .expect("manifest");
+    assert!(manifest.contains("--cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt"));
 }

@@ -85,6 +85,11 @@ fn table(report: &Report) -> String {
         &["CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME"],
         &rows,
     );
+    if report.ca_rotation.step > 0 {
+        out.push('\n');
+        out.push_str(&report.ca_rotation.summary);
+        out.push('\n');
+    }
     out
 }
 

@@ -43,6 +43,11 @@ pub const FOLDER: u32 = 0o700;
 /// The committed batch whose renames are not known to be finished.
 pub const JOURNAL: &str = ".ocfk8s-batch";
 const JOURNAL_HEADER: &str = "ocfk8s batch 1";
+/// A journal that also removes files (a CA rotation moving the second CA
+/// away): older readers refuse it rather than half-apply it.
+const JOURNAL_HEADER_REMOVING: &str = "ocfk8s batch 2";
+/// The first field of a journal line removing its target.
+const REMOVE: &str = "remove";
 const JOURNAL_END: &str = "end";
 
 /// One file of a batch. Its `Debug` form shows the size of the contents,
@@ -119,13 +124,56 @@ fn folders_of<'a>(root: &Path, relatives: impl Iterator<Item = &'a str>) -> BTre
 /// Write `files` below `root` as one batch (see the module docs), creating
 /// folders 0700 as needed. The caller holds the exclusive run lock.
 pub fn write_batch(lock: &RunLock, root: &Path, files: &[NewFile]) -> anyhow::Result<()> {
+    write_batch_removing(lock, root, files, &[])
+}
+
+/// [`write_batch`], also removing the store files `removals` (relative) in
+/// the same batch: once the journal is committed, the renames and then the
+/// removals are finished even by the next run; before, nothing changed.
+pub fn write_batch_removing(
+    lock: &RunLock,
+    root: &Path,
+    files: &[NewFile],
+    removals: &[String],
+) -> anyhow::Result<()> {
+    write_batch_until(lock, root, files, removals, Interrupt::Never)
+}
+
+/// Where a test interrupts a batch, as a kill would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interrupt {
+    Never,
+    #[cfg(test)]
+    BeforeCommit,
+    #[cfg(test)]
+    AfterCommit,
+}
+
+pub(crate) fn write_batch_until(
+    lock: &RunLock,
+    root: &Path,
+    files: &[NewFile],
+    removals: &[String],
+    interrupt: Interrupt,
+) -> anyhow::Result<()> {
     if !lock.is_exclusive() {
         anyhow::bail!("writing the PKI store needs the exclusive run lock");
     }
-    if files.is_empty() {
+    if files.is_empty() && removals.is_empty() {
         return Ok(());
     }
-    let folders = folders_of(root, files.iter().map(|file| file.relative.as_str()));
+    for removal in removals {
+        if !sane_relative(removal) || files.iter().any(|file| &file.relative == removal) {
+            anyhow::bail!("cannot remove {removal:?} from the PKI store in this batch");
+        }
+    }
+    let folders = folders_of(
+        root,
+        files
+            .iter()
+            .map(|file| file.relative.as_str())
+            .chain(removals.iter().map(String::as_str)),
+    );
     for folder in &folders {
         if !folder.is_dir() {
             DirBuilder::new()
@@ -154,10 +202,23 @@ pub fn write_batch(lock: &RunLock, root: &Path, files: &[NewFile]) -> anyhow::Re
     }
     sync_folders(&folders)?;
 
+    #[cfg(test)]
+    if interrupt == Interrupt::BeforeCommit {
+        return Ok(());
+    }
+
     // Commit: once the journal is in place, the batch will be finished.
-    let mut journal = format!("{JOURNAL_HEADER}\n");
+    let header = if removals.is_empty() {
+        JOURNAL_HEADER
+    } else {
+        JOURNAL_HEADER_REMOVING
+    };
+    let mut journal = format!("{header}\n");
     for (temporary, file) in &renames {
         journal.push_str(&format!("{temporary}\t{}\n", file.relative));
+    }
+    for removal in removals {
+        journal.push_str(&format!("{REMOVE}\t{removal}\n"));
     }
     journal.push_str(JOURNAL_END);
     journal.push('\n');
@@ -170,8 +231,19 @@ pub fn write_batch(lock: &RunLock, root: &Path, files: &[NewFile]) -> anyhow::Re
         )
     })?;
     sync_folder(root)?;
+    #[cfg(test)]
+    if interrupt == Interrupt::AfterCommit {
+        return Ok(());
+    }
+    let _ = interrupt;
 
-    apply(root, &renames_of(&renames))?;
+    let mut operations = renames_of(&renames);
+    operations.extend(
+        removals
+            .iter()
+            .map(|removal| (REMOVE.to_string(), removal.clone())),
+    );
+    apply(root, &operations)?;
     sync_folders(&folders)?;
     finish_journal(root)
 }
@@ -183,10 +255,24 @@ fn renames_of(renames: &[(String, &NewFile)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Rename every temporary still present over its target.
+/// Rename every temporary still present over its target; remove the
+/// targets of `remove` lines.
 fn apply(root: &Path, renames: &[(String, String)]) -> anyhow::Result<usize> {
     let mut done = 0;
     for (temporary, target) in renames {
+        if temporary == REMOVE {
+            match std::fs::remove_file(root.join(target)) {
+                Ok(()) => done += 1,
+                // Removed before the interruption.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(error).with_context(|| {
+                        format!("removing {} from the store", root.join(target).display())
+                    })
+                }
+            }
+            continue;
+        }
         let from = root.join(temporary);
         match std::fs::rename(&from, root.join(target)) {
             Ok(()) => done += 1,
@@ -248,9 +334,11 @@ fn read_journal(root: &Path) -> anyhow::Result<Option<Vec<(String, String)>>> {
     };
     let text = String::from_utf8(bytes).map_err(|_| malformed())?;
     let mut lines = text.lines();
-    if lines.next() != Some(JOURNAL_HEADER) {
-        return Err(malformed());
-    }
+    let removing = match lines.next() {
+        Some(JOURNAL_HEADER) => false,
+        Some(JOURNAL_HEADER_REMOVING) => true,
+        _ => return Err(malformed()),
+    };
     let mut renames = Vec::new();
     let mut ended = false;
     for line in lines {
@@ -267,13 +355,14 @@ fn read_journal(root: &Path) -> anyhow::Result<Option<Vec<(String, String)>>> {
                 .rsplit_once('/')
                 .map(|(folder, _)| folder.to_string())
         };
-        let sane = |relative: &str| {
-            !relative.is_empty()
-                && !relative.starts_with('/')
-                && relative
-                    .split('/')
-                    .all(|part| !part.is_empty() && part != "." && part != "..")
-        };
+        let sane = sane_relative;
+        if temporary == REMOVE {
+            if !removing || !sane(target) {
+                return Err(malformed());
+            }
+            renames.push((temporary.to_string(), target.to_string()));
+            continue;
+        }
         let temporary_name = temporary.rsplit('/').next().unwrap_or_default();
         if !sane(temporary)
             || !sane(target)
@@ -288,6 +377,15 @@ fn read_journal(root: &Path) -> anyhow::Result<Option<Vec<(String, String)>>> {
         return Err(malformed());
     }
     Ok(Some(renames))
+}
+
+/// A store-relative path without `.`, `..` or empty parts.
+fn sane_relative(relative: &str) -> bool {
+    !relative.is_empty()
+        && !relative.starts_with('/')
+        && relative
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 /// Remove every temporary of ours below `root` (never following symlinks);

@@ -58,6 +58,24 @@ impl Authority {
         }
     }
 
+    /// Whether `rotate-certs --ca` rotates this CA: the Kubernetes, etcd and
+    /// front-proxy CAs. The ingress CA signs only nginx's certificate for
+    /// outside clients and is not part of the cluster's trust.
+    pub fn rotates(self) -> bool {
+        !matches!(self, Authority::Ingress)
+    }
+
+    /// Where the second CA of a rotation in progress lives: `ca.next.crt`
+    /// (the new CA, step 1 done) or `ca.prev.crt` (the old CA, step 2
+    /// done). See [`super::ca_rotation`].
+    pub fn rotation_cert_path(self, slot: RotationSlot) -> String {
+        rotation_path(self.cert_path(), slot)
+    }
+
+    pub fn rotation_key_path(self, slot: RotationSlot) -> String {
+        rotation_path(self.key_path(), slot)
+    }
+
     pub(crate) fn common_name(self, cluster: &Cluster) -> String {
         match self {
             Authority::Kubernetes => "kubernetes".to_string(),
@@ -65,6 +83,35 @@ impl Authority {
             Authority::FrontProxy => "front-proxy-ca".to_string(),
             Authority::Ingress => format!("{}-ingress-ca", cluster.name),
         }
+    }
+}
+
+/// Which second CA file of a rotation: the new CA beside the current
+/// signer (`.next`, step 1 done) or the old CA beside the new signer
+/// (`.prev`, step 2 done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RotationSlot {
+    Next,
+    Prev,
+}
+
+impl RotationSlot {
+    pub const ALL: [RotationSlot; 2] = [RotationSlot::Next, RotationSlot::Prev];
+
+    pub fn infix(self) -> &'static str {
+        match self {
+            RotationSlot::Next => "next",
+            RotationSlot::Prev => "prev",
+        }
+    }
+}
+
+/// `ca.crt` -> `ca.next.crt`, `etcd/ca.key` -> `etcd/ca.prev.key`,
+/// `sa.pub` -> `sa.next.pub`.
+pub fn rotation_path(path: &str, slot: RotationSlot) -> String {
+    match path.rsplit_once('.') {
+        Some((stem, extension)) => format!("{stem}.{}.{extension}", slot.infix()),
+        None => format!("{path}.{}", slot.infix()),
     }
 }
 

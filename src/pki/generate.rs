@@ -27,7 +27,11 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::atomic_write::{self, NewFile, PRIVATE, PUBLIC};
-use super::certlist::{self, Authority, LeafSpec, SERVICE_ACCOUNT_KEY, SERVICE_ACCOUNT_PUB};
+use super::ca_rotation::Rotation;
+use super::certlist::{
+    self, rotation_path, Authority, LeafSpec, RotationSlot, SERVICE_ACCOUNT_KEY,
+    SERVICE_ACCOUNT_PUB,
+};
 use super::issue;
 use super::kubeconfig;
 use super::material::{self, Certificate, CertificateAuthority, PrivateKey};
@@ -50,14 +54,14 @@ pub struct Generated {
     pub warnings: Vec<String>,
 }
 
-enum AuthorityState {
+pub(super) enum AuthorityState {
     Existing(Box<CertificateAuthority>),
     Create,
     /// Present but unusable; the problem is already recorded.
     Broken,
 }
 
-enum LeafAction {
+pub(super) enum LeafAction {
     /// Nothing exists: a new key and certificate (and kubeconfig).
     Create,
     /// The pair exists; only its kubeconfig is missing.
@@ -73,19 +77,21 @@ enum ServiceAccountAction {
 }
 
 pub(crate) struct Plan {
-    authorities: BTreeMap<Authority, AuthorityState>,
+    pub(super) authorities: BTreeMap<Authority, AuthorityState>,
     service_account: ServiceAccountAction,
-    leaves: Vec<(LeafSpec, LeafAction)>,
+    pub(super) leaves: Vec<(LeafSpec, LeafAction)>,
     /// Sound existing material that differs from what the inventory asks.
-    warnings: Vec<String>,
+    pub(super) warnings: Vec<String>,
     /// Certificates outside their validity: (the leaf's base, when a leaf,
     /// and the message).
-    expired: Vec<Expired>,
+    pub(super) expired: Vec<Expired>,
+    /// A CA rotation in progress, as the store's files say.
+    pub(super) rotation: Rotation,
 }
 
 impl Plan {
     /// Store-relative paths of what the plan would write: what is missing.
-    fn missing(&self) -> Vec<String> {
+    pub(super) fn missing(&self) -> Vec<String> {
         let mut missing = Vec::new();
         for (authority, state) in &self.authorities {
             if matches!(state, AuthorityState::Create) {
@@ -184,7 +190,10 @@ pub(crate) fn reissue(
     write(cluster, lock, store, plan).map(|(generated, _)| generated)
 }
 
-fn refuse_expired(expired: &[Expired], renewed: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+pub(super) fn refuse_expired(
+    expired: &[Expired],
+    renewed: impl Fn(&str) -> bool,
+) -> anyhow::Result<()> {
     let refused: Vec<&str> = expired
         .iter()
         .filter(|(base, _)| !base.as_deref().is_some_and(&renewed))
@@ -240,7 +249,7 @@ pub(crate) fn check_complete(cluster: &Cluster, store: &Store) -> anyhow::Result
     })
 }
 
-fn write(
+pub(super) fn write(
     cluster: &Cluster,
     lock: &RunLock,
     store: Store,
@@ -271,6 +280,8 @@ struct Problems {
     errors: Vec<String>,
     warnings: Vec<String>,
     expired: Vec<Expired>,
+    /// Leaves (bases) signed by the second CA of a rotation.
+    from_other: Vec<String>,
 }
 
 impl Problems {
@@ -303,6 +314,7 @@ pub(crate) fn plan(cluster: &Cluster, store: &Store) -> anyhow::Result<Plan> {
     }
 
     let service_account = check_service_account(store, &mut problems)?;
+    let rotation = check_rotation(cluster, store, &authorities, &mut problems)?;
 
     // Checking a large store is signature verification and key loading for
     // every leaf: spread over the cores, results merged in store order.
@@ -313,16 +325,19 @@ pub(crate) fn plan(cluster: &Cluster, store: &Store) -> anyhow::Result<Plan> {
                 let state = authorities
                     .get(&spec.authority)
                     .unwrap_or(&AuthorityState::Broken);
+                let other = rotation.others.get(&spec.authority).map(|ca| ca.as_ref());
                 let mut leaf_problems = Problems::default();
-                let action = check_leaf(store, &spec, state, &mut leaf_problems);
+                let action = check_leaf(store, &spec, state, other, &mut leaf_problems);
                 (spec, action, leaf_problems)
             })
             .collect();
     let mut leaves = Vec::new();
+    let mut rotation = rotation;
     for (spec, action, leaf_problems) in checked {
         problems.errors.extend(leaf_problems.errors);
         problems.warnings.extend(leaf_problems.warnings);
         problems.expired.extend(leaf_problems.expired);
+        rotation.from_other.extend(leaf_problems.from_other);
         if let Some(action) = action? {
             leaves.push((spec, action));
         }
@@ -334,6 +349,7 @@ pub(crate) fn plan(cluster: &Cluster, store: &Store) -> anyhow::Result<Plan> {
         leaves,
         warnings,
         expired,
+        rotation,
     })
 }
 
@@ -433,11 +449,178 @@ fn check_service_account(
     Ok(action)
 }
 
+/// The second CA of each rotating authority and the second service-account
+/// key, when a CA rotation is in progress (see [`super::ca_rotation`]):
+/// each a sound pair, distinct from the current one, and all in the same
+/// slot (`.next` after step 1, `.prev` after step 2).
+fn check_rotation(
+    cluster: &Cluster,
+    store: &Store,
+    authorities: &BTreeMap<Authority, AuthorityState>,
+    problems: &mut Problems,
+) -> anyhow::Result<Rotation> {
+    let mut rotation = Rotation::default();
+    let mut found: Vec<(RotationSlot, String)> = Vec::new();
+    for authority in certlist::authorities(cluster)
+        .into_iter()
+        .filter(|authority| authority.rotates())
+    {
+        for slot in RotationSlot::ALL {
+            let cert_relative = authority.rotation_cert_path(slot);
+            let key_relative = authority.rotation_key_path(slot);
+            let cert_path = store.path(&cert_relative);
+            let key_path = store.path(&key_relative);
+            match (
+                store.read_optional(&cert_relative)?,
+                store.read_optional(&key_relative)?,
+            ) {
+                (None, None) => {}
+                (Some(cert), Some(key)) => {
+                    found.push((slot, cert_relative.clone()));
+                    let loaded =
+                        match CertificateAuthority::load(&cert_path, &cert, &key_path, &key) {
+                            Ok(loaded) => loaded,
+                            Err(error) => {
+                                problems.push(error);
+                                continue;
+                            }
+                        };
+                    if let Some(problem) = validity_problem(&loaded.certificate) {
+                        problems.expired.push((
+                            None,
+                            format!(
+                                "{}: {problem}; start the CA rotation again once the \
+                                 store is back to one CA per authority",
+                                cert_path.display()
+                            ),
+                        ));
+                    }
+                    match authorities.get(&authority) {
+                        Some(AuthorityState::Existing(current)) => {
+                            let current = &current.certificate;
+                            let same_subject = match (current.x509(), loaded.certificate.x509()) {
+                                (Ok(left), Ok(right)) => left.subject() == right.subject(),
+                                _ => false,
+                            };
+                            if current.public_key_bytes() == loaded.certificate.public_key_bytes() {
+                                problems.say(format!(
+                                    "{}: the same key as {}; the two CAs of a rotation differ",
+                                    cert_path.display(),
+                                    store.path(authority.cert_path()).display()
+                                ));
+                            } else if same_subject {
+                                problems.say(format!(
+                                    "{}: the same subject as {}; the two CAs of a rotation \
+                                     share one bundle and need distinct subjects",
+                                    cert_path.display(),
+                                    store.path(authority.cert_path()).display()
+                                ));
+                            } else {
+                                rotation.others.insert(authority, Box::new(loaded));
+                            }
+                        }
+                        Some(AuthorityState::Create) | None => problems.say(format!(
+                            "{}: exists, but {} does not; a CA rotation keeps the current \
+                             CA at its usual place",
+                            cert_path.display(),
+                            store.path(authority.cert_path()).display()
+                        )),
+                        Some(AuthorityState::Broken) => {}
+                    }
+                }
+                (Some(_), None) => problems.say(format!(
+                    "{}: missing, but its CA certificate {} exists",
+                    key_path.display(),
+                    cert_path.display()
+                )),
+                (None, Some(_)) => problems.say(format!(
+                    "{}: exists without its certificate {}",
+                    key_path.display(),
+                    cert_path.display()
+                )),
+            }
+        }
+    }
+    let current_key = match store.read_optional(SERVICE_ACCOUNT_KEY)? {
+        Some(bytes) => PrivateKey::parse(&store.path(SERVICE_ACCOUNT_KEY), &bytes).ok(),
+        None => None,
+    };
+    for slot in RotationSlot::ALL {
+        let key_relative = rotation_path(SERVICE_ACCOUNT_KEY, slot);
+        let public_relative = rotation_path(SERVICE_ACCOUNT_PUB, slot);
+        let key_path = store.path(&key_relative);
+        let public_path = store.path(&public_relative);
+        match (
+            store.read_optional(&key_relative)?,
+            store.read_optional(&public_relative)?,
+        ) {
+            (None, None) => {}
+            (Some(key), Some(public)) => {
+                found.push((slot, key_relative.clone()));
+                match PrivateKey::parse(&key_path, &key) {
+                    Ok(key) => {
+                        if !material::public_key_matches(&public, &key) {
+                            problems.say(format!(
+                                "{}: not the public half of {}",
+                                public_path.display(),
+                                key_path.display()
+                            ));
+                        } else if current_key
+                            .as_ref()
+                            .is_some_and(|current| current.public_pem() == key.public_pem())
+                        {
+                            problems.say(format!(
+                                "{}: the same key as {}; the two keys of a rotation differ",
+                                key_path.display(),
+                                store.path(SERVICE_ACCOUNT_KEY).display()
+                            ));
+                        } else {
+                            rotation.service_account = true;
+                        }
+                    }
+                    Err(error) => problems.push(error),
+                }
+            }
+            (Some(_), None) => problems.say(format!(
+                "{}: missing beside its private key {}",
+                public_path.display(),
+                key_path.display()
+            )),
+            (None, Some(_)) => problems.say(format!(
+                "{}: exists without its private key {}",
+                public_path.display(),
+                key_path.display()
+            )),
+        }
+    }
+    let next = found
+        .iter()
+        .find(|(slot, _)| *slot == RotationSlot::Next)
+        .map(|(_, file)| file);
+    let prev = found
+        .iter()
+        .find(|(slot, _)| *slot == RotationSlot::Prev)
+        .map(|(_, file)| file);
+    match (next, prev) {
+        (Some(next), Some(prev)) => problems.say(format!(
+            "{} (a new CA, step 1 of a CA rotation) and {} (an old CA, step 2) both \
+             exist; a store is at one step of a rotation",
+            store.path(next).display(),
+            store.path(prev).display()
+        )),
+        (Some(_), None) => rotation.slot = Some(RotationSlot::Next),
+        (None, Some(_)) => rotation.slot = Some(RotationSlot::Prev),
+        (None, None) => {}
+    }
+    Ok(rotation)
+}
+
 /// Check a leaf's existing files; `None` when nothing is to be written.
 fn check_leaf(
     store: &Store,
     spec: &LeafSpec,
     authority: &AuthorityState,
+    other: Option<&CertificateAuthority>,
     problems: &mut Problems,
 ) -> anyhow::Result<Option<LeafAction>> {
     let read = |relative: String, wanted: bool| -> anyhow::Result<Option<(String, Vec<u8>)>> {
@@ -474,15 +657,23 @@ fn check_leaf(
             let cert_path = store.path(&cert_relative);
             let key_path = store.path(&key_relative);
             let ca_certificate = ca.map(|ca| &ca.certificate);
-            match check_pair(
+            match check_pair_rotating(
                 &cert_path,
                 &cert,
                 &key_path,
                 &key,
                 ca_certificate,
+                other.map(|other| &other.certificate),
                 spec.authority,
             ) {
                 Ok(pair) => {
+                    if let (Some(ca), Some(other)) = (ca, other) {
+                        if !pair.0.is_signed_by(&ca.certificate)
+                            && pair.0.is_signed_by(&other.certificate)
+                        {
+                            problems.from_other.push(spec.base.clone());
+                        }
+                    }
                     if let Some(problem) = validity_problem(&pair.0) {
                         problems.expired.push((
                             Some(spec.base.clone()),
@@ -530,8 +721,16 @@ fn check_leaf(
     let embedded = match conf {
         Some((relative, bytes)) => {
             let path = store.path(&relative);
-            match check_kubeconfig(&path, &bytes, ca, spec.authority) {
+            match check_kubeconfig(&path, &bytes, ca, other, spec.authority) {
                 Ok(embedded) => {
+                    if let (Some(ca), Some(other)) = (ca, other) {
+                        if !embedded.certificate.is_signed_by(&ca.certificate)
+                            && embedded.certificate.is_signed_by(&other.certificate)
+                            && !problems.from_other.contains(&spec.base)
+                        {
+                            problems.from_other.push(spec.base.clone());
+                        }
+                    }
                     if let Some(problem) = validity_problem(&embedded.certificate) {
                         problems.expired.push((
                             Some(spec.base.clone()),
@@ -624,6 +823,20 @@ pub(crate) fn check_pair(
     ca: Option<&Certificate>,
     authority: Authority,
 ) -> anyhow::Result<(Certificate, PrivateKey)> {
+    check_pair_rotating(cert_path, cert, key_path, key, ca, None, authority)
+}
+
+/// [`check_pair`] during a CA rotation: the leaf may also be signed by the
+/// other CA of the rotation (`other`), and by nothing else.
+fn check_pair_rotating(
+    cert_path: &Path,
+    cert: &[u8],
+    key_path: &Path,
+    key: &[u8],
+    ca: Option<&Certificate>,
+    other: Option<&Certificate>,
+    authority: Authority,
+) -> anyhow::Result<(Certificate, PrivateKey)> {
     let certificate = Certificate::parse(cert_path, cert)?;
     let key = PrivateKey::parse(key_path, key)?;
     if !key.matches(&certificate) {
@@ -634,7 +847,8 @@ pub(crate) fn check_pair(
         )));
     }
     if let Some(ca) = ca {
-        if !certificate.is_signed_by(ca) {
+        let by_other = other.is_some_and(|other| certificate.is_signed_by(other));
+        if !certificate.is_signed_by(ca) && !by_other {
             return Err(bad_input(format!(
                 "{}: not signed by the store's {} ({:?}); it comes from another CA",
                 cert_path.display(),
@@ -646,10 +860,14 @@ pub(crate) fn check_pair(
     Ok((certificate, key))
 }
 
+/// A kubeconfig: its pair matches, it trusts exactly the store's CA (during
+/// a rotation: the current CA followed by the other one, the bundle every
+/// host trusts), and its client certificate was signed by one of them.
 fn check_kubeconfig(
     path: &Path,
     bytes: &[u8],
     ca: Option<&CertificateAuthority>,
+    other: Option<&CertificateAuthority>,
     authority: Authority,
 ) -> anyhow::Result<kubeconfig::Embedded> {
     let embedded = kubeconfig::parse(path, bytes)?;
@@ -660,14 +878,30 @@ fn check_kubeconfig(
         )));
     }
     if let Some(ca) = ca {
-        if embedded.authority.der != ca.certificate.der {
+        let wanted: Vec<&[u8]> = std::iter::once(&ca.certificate)
+            .chain(other.map(|other| &other.certificate))
+            .map(|certificate| certificate.der.as_slice())
+            .collect();
+        let found: Vec<&[u8]> = embedded
+            .authorities
+            .iter()
+            .map(|certificate| certificate.der.as_slice())
+            .collect();
+        if found != wanted {
             return Err(bad_input(format!(
-                "{}: certificate-authority-data is not the store's {}",
+                "{}: certificate-authority-data is not the store's {}{}",
                 path.display(),
-                authority.label()
+                authority.label(),
+                if other.is_some() {
+                    " followed by the other CA of the rotation in progress"
+                } else {
+                    ""
+                }
             )));
         }
-        if !embedded.certificate.is_signed_by(&ca.certificate) {
+        let by_other =
+            other.is_some_and(|other| embedded.certificate.is_signed_by(&other.certificate));
+        if !embedded.certificate.is_signed_by(&ca.certificate) && !by_other {
             return Err(bad_input(format!(
                 "{}: client certificate not signed by the store's {}",
                 path.display(),
@@ -679,7 +913,7 @@ fn check_kubeconfig(
 }
 
 /// Mint everything the plan lacks; returns the files in store order.
-fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
+pub(super) fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
     let algorithm = cluster.key_algorithm;
     let Plan {
         authorities,
@@ -687,6 +921,7 @@ fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
         leaves,
         warnings: _,
         expired: _,
+        rotation,
     } = plan;
     let to_create: Vec<Authority> = authorities
         .iter()
@@ -769,7 +1004,11 @@ fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
             let ca = signers.get(&spec.authority).ok_or_else(|| {
                 anyhow::anyhow!("no {} to sign {}", spec.authority.label(), spec.base)
             })?;
-            leaf_files(cluster, &spec, action, ca)
+            let other = rotation
+                .others
+                .get(&spec.authority)
+                .map(|other| other.as_ref());
+            leaf_files(cluster, &spec, action, ca, other)
         })
         .collect::<anyhow::Result<_>>()?;
     files.extend(leaf_files.into_iter().flatten());
@@ -781,6 +1020,7 @@ fn leaf_files(
     spec: &LeafSpec,
     action: LeafAction,
     ca: &CertificateAuthority,
+    other: Option<&CertificateAuthority>,
 ) -> anyhow::Result<Vec<NewFile>> {
     let (certificate, key, write_pair, write_conf) = match action {
         LeafAction::Create => {
@@ -805,11 +1045,14 @@ fn leaf_files(
         });
     }
     if let (true, Some(kubeconfig)) = (write_conf, &spec.kubeconfig) {
+        let trusted: Vec<&Certificate> = std::iter::once(&ca.certificate)
+            .chain(other.map(|other| &other.certificate))
+            .collect();
         let text = kubeconfig::render(
             &cluster.name,
             &kubeconfig.server,
             &kubeconfig.user,
-            &ca.certificate,
+            &trusted,
             &certificate,
             &key,
         );

@@ -5,7 +5,8 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::certlist::Authority;
+use super::ca_rotation::{self, RotationReport};
+use super::certlist::{Authority, RotationSlot};
 use super::kubeconfig;
 use super::material::Certificate;
 use super::Store;
@@ -35,6 +36,8 @@ pub struct Entry {
 pub struct Report {
     pub certificates: Vec<Entry>,
     pub authorities: Vec<Entry>,
+    /// Where the store is in a CA rotation.
+    pub ca_rotation: RotationReport,
 }
 
 /// Every certificate and kubeconfig of a checked store (see
@@ -58,7 +61,30 @@ pub fn inspect(store: &Store) -> anyhow::Result<Report> {
                 None,
                 now,
             )?);
-            signers.push((authority, certificate));
+            signers.push((authority.label().to_string(), certificate));
+        }
+    }
+    // The second CA of a rotation in progress: `ca (new)` beside the old
+    // signer after step 1, `ca (old)` beside the new one after step 2.
+    let mut second_files = Vec::new();
+    for slot in RotationSlot::ALL {
+        for authority in Authority::ALL {
+            let relative = authority.rotation_cert_path(slot);
+            let Some(bytes) = store.read_optional(&relative)? else {
+                continue;
+            };
+            let certificate = Certificate::parse(&store.path(&relative), &bytes)?;
+            let label = format!(
+                "{} ({})",
+                authority.label(),
+                match slot {
+                    RotationSlot::Next => "new",
+                    RotationSlot::Prev => "old",
+                }
+            );
+            authorities.push(entry(label.clone(), &relative, &certificate, None, now)?);
+            signers.push((label, certificate));
+            second_files.push(relative);
         }
     }
 
@@ -69,6 +95,7 @@ pub fn inspect(store: &Store) -> anyhow::Result<Report> {
             if Authority::ALL
                 .iter()
                 .any(|authority| authority.cert_path() == relative)
+                || second_files.contains(&relative)
             {
                 continue;
             }
@@ -86,7 +113,7 @@ pub fn inspect(store: &Store) -> anyhow::Result<Report> {
         let authority = signers
             .iter()
             .find(|(_, signer)| certificate.is_signed_by(signer))
-            .map(|(authority, _)| authority.label().to_string())
+            .map(|(authority, _)| authority.clone())
             .unwrap_or_else(|| "unknown".to_string());
         certificates.push(entry(name, &relative, &certificate, Some(authority), now)?);
     }
@@ -96,6 +123,7 @@ pub fn inspect(store: &Store) -> anyhow::Result<Report> {
     Ok(Report {
         certificates,
         authorities,
+        ca_rotation: ca_rotation::rotation_of_checked(store).report(),
     })
 }
 

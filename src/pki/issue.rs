@@ -63,9 +63,27 @@ pub fn new_authority(
     algorithm: KeyAlgorithm,
     validity_days: u32,
 ) -> anyhow::Result<CertificateAuthority> {
+    new_authority_in_unit(common_name, None, algorithm, validity_days)
+}
+
+/// A new self-signed CA whose subject also carries `unit` (an OU): the new
+/// CA of a rotation keeps its authority's CN (`kubernetes`, `etcd-ca`...)
+/// but needs a subject distinct from the CA it sits beside in one bundle,
+/// since verifiers look issuers up by subject.
+pub fn new_authority_in_unit(
+    common_name: &str,
+    unit: Option<&str>,
+    algorithm: KeyAlgorithm,
+    validity_days: u32,
+) -> anyhow::Result<CertificateAuthority> {
     let key = generate_key(algorithm)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = distinguished_name(common_name, &[]);
+    if let Some(unit) = unit {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, unit);
+    }
     params.serial_number = Some(random_serial());
     validity(&mut params, validity_days);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

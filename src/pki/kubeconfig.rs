@@ -7,14 +7,16 @@ use std::path::Path;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::material::{Certificate, PrivateKey};
+use super::material::{self, Certificate, PrivateKey};
 use crate::error::bad_input;
 
+/// `authorities` is what the kubeconfig trusts: the one CA, or during a CA
+/// rotation the current signer followed by the other CA (a bundle).
 pub fn render(
     cluster_name: &str,
     server: &str,
     user: &str,
-    authority: &Certificate,
+    authorities: &[&Certificate],
     certificate: &Certificate,
     key: &PrivateKey,
 ) -> String {
@@ -39,7 +41,7 @@ pub fn render(
            user:\n    \
              client-certificate-data: {cert}\n    \
              client-key-data: {key}\n",
-        ca = encode(&authority.pem),
+        ca = encode(&material::bundle_pem(authorities)),
         cert = encode(&certificate.pem),
         key = encode(&key.pem),
     )
@@ -148,7 +150,9 @@ pub(crate) fn sane_server(server: &str) -> bool {
 /// What a stored kubeconfig embeds.
 pub struct Embedded {
     pub server: String,
-    pub authority: Certificate,
+    /// Every certificate of `certificate-authority-data`: one, or two
+    /// during a CA rotation.
+    pub authorities: Vec<Certificate>,
     pub certificate: Certificate,
     pub key: PrivateKey,
 }
@@ -278,9 +282,19 @@ pub fn parse(file: &Path, bytes: &[u8]) -> anyhow::Result<Embedded> {
     )?;
     let certificate_bytes = decode("client-certificate-data", user.client_certificate_data)?;
     let key_bytes = decode("client-key-data", user.client_key_data)?;
+    let authority_label = label("certificate-authority-data");
+    let authorities = match Certificate::parse(&authority_label, &authority_bytes) {
+        Ok(single) => vec![single],
+        // A bundle (a CA rotation in progress); whether its CAs are the
+        // store's is the caller's check.
+        Err(single_error) => match material::parse_bundle(&authority_label, &authority_bytes) {
+            Ok(bundle) if bundle.len() > 1 => bundle,
+            _ => return Err(single_error),
+        },
+    };
     Ok(Embedded {
         server: cluster.server,
-        authority: Certificate::parse(&label("certificate-authority-data"), &authority_bytes)?,
+        authorities,
         certificate: Certificate::parse(&label("client-certificate-data"), &certificate_bytes)?,
         key: PrivateKey::parse(&label("client-key-data"), &key_bytes)?,
     })

@@ -103,11 +103,76 @@ impl Certificate {
         })
     }
 
+    /// The subject public key (what a CA's signatures are checked with).
+    pub fn public_key_bytes(&self) -> Vec<u8> {
+        self.x509()
+            .map(|certificate| certificate.public_key().raw.to_vec())
+            .unwrap_or_default()
+    }
+
     pub fn is_ca(&self) -> bool {
         self.x509()
             .map(|certificate| certificate.is_ca())
             .unwrap_or(false)
     }
+}
+
+/// Parse a trust bundle: one or more PEM certificates, each checked as
+/// [`Certificate::parse`] checks one; `file` names it in errors. Used where
+/// several CAs are trusted at once (a CA rotation in progress, a host's
+/// `ca.crt`), never for the store's own certificate files.
+pub fn parse_bundle(file: &Path, bytes: &[u8]) -> anyhow::Result<Vec<Certificate>> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| bad_input(format!("{}: not PEM certificates", file.display())))?;
+    let blocks = pem::parse_many(text).map_err(|error| {
+        bad_input(format!(
+            "{}: not PEM certificates (truncated?): {error}",
+            file.display()
+        ))
+    })?;
+    if blocks.is_empty() {
+        return Err(bad_input(format!(
+            "{}: not a PEM certificate: no PEM block found",
+            file.display()
+        )));
+    }
+    blocks
+        .into_iter()
+        .map(|block| {
+            if block.tag() != "CERTIFICATE" {
+                return Err(bad_input(format!(
+                    "{}: expected only CERTIFICATE blocks, found a {} PEM block",
+                    file.display(),
+                    pem_tag(block.tag())
+                )));
+            }
+            let certificate = Certificate::from_der(block.into_contents());
+            match x509_parser::parse_x509_certificate(&certificate.der) {
+                Ok((&[], _)) => Ok(certificate),
+                _ => Err(bad_input(format!(
+                    "{}: holds a certificate that is not valid X.509",
+                    file.display()
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Certificates as one PEM bundle, in order. A single certificate is its
+/// PEM text exactly as stored, so a bundle of one is byte-identical to the
+/// file it came from.
+pub fn bundle_pem(certificates: &[&Certificate]) -> String {
+    if let [only] = certificates {
+        return only.pem.clone();
+    }
+    let mut text = String::new();
+    for certificate in certificates {
+        text.push_str(&certificate.pem);
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    text
 }
 
 const PRIVATE_KEY_TAGS: [&str; 3] = ["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"];

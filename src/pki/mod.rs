@@ -25,6 +25,8 @@
 //! nodes/<name>/controller-manager.conf
 //! nodes/<name>/scheduler.crt/.key
 //! nodes/<name>/scheduler.conf
+//! ca.next.crt ca.prev.crt ...            a CA rotation in progress (see [`ca_rotation`])
+//! archive/                               departed hosts' material, rotated-out CAs
 //! ```
 //!
 //! Certificate and public key files are 0644, private keys and kubeconfigs
@@ -49,6 +51,7 @@
 //! checked in the same run.
 
 pub(crate) mod atomic_write;
+pub(crate) mod ca_rotation;
 pub(crate) mod certlist;
 #[doc(hidden)]
 pub mod fuzz_support;
@@ -139,6 +142,30 @@ pub(crate) fn reissue_locked(
     select: impl Fn(&certlist::LeafSpec) -> bool,
 ) -> anyhow::Result<Generated> {
     generate::reissue(cluster, lock, select)
+}
+
+/// Where the store of `cluster` is in a CA rotation (for `status` and
+/// `certs check`): the store is read and checked as [`check`] reads it.
+pub fn ca_rotation_state(
+    cluster: &Cluster,
+    printer: &Printer,
+) -> anyhow::Result<ca_rotation::CaRotation> {
+    Ok(ca_rotation::rotation_of_checked(
+        &check(cluster, printer)?.store,
+    ))
+}
+
+/// Run the next store step of a CA rotation under the exclusive run lock,
+/// recovering first: test support until `rotate-certs --ca` drives it (see
+/// [`ca_rotation::ca_rotate_next`]). Returns the steps done after it.
+#[doc(hidden)]
+pub fn ca_rotate_next_for_tests(
+    cluster: &Cluster,
+    sa: bool,
+    printer: &Printer,
+) -> anyhow::Result<u8> {
+    let lock = lock_for_writing(cluster, "rotate-certs --ca", printer)?;
+    Ok(ca_rotation::ca_rotate_next(cluster, &lock, sa)?.step())
 }
 
 /// Make the store complete for `cluster` and open it, checking it once:

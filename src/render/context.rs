@@ -55,7 +55,22 @@ pub(crate) struct Context {
     /// manifest so kubelet restarts the pod when a certificate or
     /// kubeconfig changes.
     pub inputs_sha256: BTreeMap<String, String>,
+    pub pki: PkiFacts,
 }
+
+/// Host paths of PKI files whose place depends on the store's state.
+#[derive(Debug, Serialize)]
+pub(crate) struct PkiFacts {
+    /// kube-controller-manager's `--cluster-signing-cert-file`: the one CA
+    /// certificate matching `ca.key`. `/etc/kubernetes/pki/ca.crt`, except
+    /// during a CA rotation, when that file is a bundle of two CAs (which
+    /// the signer refuses) and the signer's own certificate is
+    /// [`CLUSTER_SIGNING_CERT`].
+    pub cluster_signing_cert_file: String,
+}
+
+/// Where the signing CA's certificate goes during a CA rotation.
+pub(crate) const CLUSTER_SIGNING_CERT: &str = "/etc/kubernetes/pki/ca-signing.crt";
 
 #[derive(Debug, Serialize)]
 pub(crate) struct ClusterFacts {
@@ -194,6 +209,9 @@ impl Context {
                 .join(","),
             workers: cluster.workers.iter().map(host_ref).collect(),
             etcd: etcd_facts(cluster, etcd),
+            pki: PkiFacts {
+                cluster_signing_cert_file: "/etc/kubernetes/pki/ca.crt".to_string(),
+            },
             ingress: ingress_facts(cluster, node),
             images: Images {
                 kube_apiserver: format!("registry.k8s.io/kube-apiserver:v{version}"),

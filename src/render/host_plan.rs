@@ -10,9 +10,10 @@ use sha2::{Digest, Sha256};
 use crate::error::bad_input;
 use crate::input_file::{read_regular, MAX_TEXT_FILE};
 use crate::inventory::{Cluster, Cni, Node};
-use crate::pki::Store;
+use crate::pki::certlist::{Authority, SERVICE_ACCOUNT_PUB};
+use crate::pki::{ca_rotation, Store};
 
-use super::context::Context;
+use super::context::{Context, CLUSTER_SIGNING_CERT};
 use super::templates::Templates;
 use super::{EtcdBootstrap, HostFiles, RenderedFile};
 
@@ -21,6 +22,12 @@ use super::{EtcdBootstrap, HostFiles, RenderedFile};
 enum Source {
     /// A PKI store file, by its path relative to the store.
     Store(String),
+    /// What hosts trust for an authority: its CA certificate, or during a
+    /// CA rotation the current CA followed by the other one.
+    Trust(Authority),
+    /// The service-account public keys: `sa.pub`, and during a rotation of
+    /// the key the other public key after it.
+    ServiceAccountKeys,
     /// The operator's own file named in the inventory, with the field that
     /// names it (`ingress.tls_cert`, `ingress.tls_key`).
     Operator { path: PathBuf, field: &'static str },
@@ -87,6 +94,7 @@ const COMPONENT_INPUTS: &[(&str, &[&str])] = &[
             "/etc/kubernetes/controller-manager.conf",
             "/etc/kubernetes/pki/ca.crt",
             "/etc/kubernetes/pki/ca.key",
+            CLUSTER_SIGNING_CERT,
             "/etc/kubernetes/pki/front-proxy-ca.crt",
             "/etc/kubernetes/pki/sa.key",
         ],
@@ -104,6 +112,15 @@ fn store(
         path: path.to_string(),
         source: Source::Store(relative.to_string()),
         sensitivity,
+        restarts,
+    }
+}
+
+fn trust(path: &str, authority: Authority, restarts: &'static [&'static str]) -> Planned {
+    Planned {
+        path: path.to_string(),
+        source: Source::Trust(authority),
+        sensitivity: Sensitivity::Public,
         restarts,
     }
 }
@@ -139,12 +156,14 @@ fn pair(
     ));
 }
 
-/// What `node` receives, before reading or rendering anything.
-fn plan(cluster: &Cluster, node: &Node) -> Vec<Planned> {
+/// What `node` receives, before reading or rendering anything. `rotating`:
+/// a CA rotation is in progress, and masters also receive the signing CA's
+/// own certificate (see [`CLUSTER_SIGNING_CERT`]).
+fn plan(cluster: &Cluster, node: &Node, rotating: bool) -> Vec<Planned> {
     use Sensitivity::{Public, Secret};
     let own = |file: &str| format!("nodes/{}/{file}", node.name);
     let mut planned = vec![
-        store(&format!("{PKI}/ca.crt"), "ca.crt", Public, KUBELET),
+        trust(&format!("{PKI}/ca.crt"), Authority::Kubernetes, KUBELET),
         store(
             "/etc/kubernetes/kubelet.conf",
             &own("kubelet.conf"),
@@ -210,16 +229,31 @@ fn plan(cluster: &Cluster, node: &Node) -> Vec<Planned> {
         return planned;
     }
 
-    // The control plane's PKI, kubeadm's names.
+    // The control plane's PKI, kubeadm's names. The CA keys are always the
+    // signing CA's (`ca.key` in the store), the certificates what hosts
+    // trust.
     planned.push(store(&format!("{PKI}/ca.key"), "ca.key", Secret, NOTHING));
-    pair(
-        &mut planned,
-        &format!("{PKI}/front-proxy-ca"),
-        "front-proxy-ca",
+    if rotating {
+        planned.push(store(CLUSTER_SIGNING_CERT, "ca.crt", Public, NOTHING));
+    }
+    planned.push(trust(
+        &format!("{PKI}/front-proxy-ca.crt"),
+        Authority::FrontProxy,
         NOTHING,
-    );
+    ));
+    planned.push(store(
+        &format!("{PKI}/front-proxy-ca.key"),
+        "front-proxy-ca.key",
+        Secret,
+        NOTHING,
+    ));
     planned.push(store(&format!("{PKI}/sa.key"), "sa.key", Secret, NOTHING));
-    planned.push(store(&format!("{PKI}/sa.pub"), "sa.pub", Public, NOTHING));
+    planned.push(Planned {
+        path: format!("{PKI}/sa.pub"),
+        source: Source::ServiceAccountKeys,
+        sensitivity: Public,
+        restarts: NOTHING,
+    });
     pair(
         &mut planned,
         &format!("{PKI}/apiserver-etcd-client"),
@@ -244,12 +278,7 @@ fn plan(cluster: &Cluster, node: &Node) -> Vec<Planned> {
         &own("front-proxy-client"),
         NOTHING,
     );
-    planned.push(store(
-        &format!("{PKI}/etcd/ca.crt"),
-        "etcd/ca.crt",
-        Public,
-        ETCD,
-    ));
+    planned.push(trust(&format!("{PKI}/etcd/ca.crt"), Authority::Etcd, ETCD));
     pair(
         &mut planned,
         &format!("{PKI}/etcd/server"),
@@ -384,7 +413,9 @@ fn plan(cluster: &Cluster, node: &Node) -> Vec<Planned> {
 /// Every path `node` receives, in the table's order, without reading or
 /// rendering anything: what a host leaving the cluster must lose.
 pub(crate) fn placed_paths(cluster: &Cluster, node: &Node) -> Vec<String> {
-    plan(cluster, node)
+    // With what only a CA rotation places, so a host leaving mid-rotation
+    // loses it too.
+    plan(cluster, node, true)
         .into_iter()
         .map(|planned| planned.path)
         .collect()
@@ -394,9 +425,11 @@ pub(crate) fn placed_paths(cluster: &Cluster, node: &Node) -> Vec<String> {
 pub fn required_store_files(cluster: &Cluster) -> Vec<String> {
     let mut files: Vec<String> = cluster
         .nodes()
-        .flat_map(|node| plan(cluster, node))
+        .flat_map(|node| plan(cluster, node, false))
         .filter_map(|planned| match planned.source {
             Source::Store(relative) => Some(relative),
+            Source::Trust(authority) => Some(authority.cert_path().to_string()),
+            Source::ServiceAccountKeys => Some(SERVICE_ACCOUNT_PUB.to_string()),
             _ => None,
         })
         .collect();
@@ -413,7 +446,8 @@ pub(super) fn render_host(
     templates: &Templates,
     etcd: &EtcdBootstrap,
 ) -> anyhow::Result<HostFiles> {
-    let planned = plan(cluster, node);
+    let rotating = ca_rotation::in_rotation(store);
+    let planned = plan(cluster, node, rotating);
     let mut files = Vec::with_capacity(planned.len());
     let mut to_render = Vec::new();
     for item in planned {
@@ -424,6 +458,8 @@ pub(super) fn render_host(
                     store.dir().display()
                 ))
             })?,
+            Source::Trust(authority) => ca_rotation::trust_bundle(store, *authority)?,
+            Source::ServiceAccountKeys => ca_rotation::service_account_keys(store)?,
             Source::Operator { path, field } => {
                 read_regular(path, MAX_TEXT_FILE).map_err(|error| {
                     bad_input(format!(
@@ -441,7 +477,10 @@ pub(super) fn render_host(
         files.push(finish(item, contents));
     }
 
-    let context = Context::new(cluster, node, etcd, inputs_sha256(node, &files));
+    let mut context = Context::new(cluster, node, etcd, inputs_sha256(node, &files));
+    if rotating {
+        context.pki.cluster_signing_cert_file = CLUSTER_SIGNING_CERT.to_string();
+    }
     let context = Value::from(Serde(&context));
     for item in to_render {
         let Source::Template(name) = item.source else {
