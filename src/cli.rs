@@ -242,6 +242,18 @@ pub struct RotateCertsArgs {
     /// List the certificates and the order of restarts; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Rotate the Kubernetes, etcd and front-proxy CAs: the next of three
+    /// steps (new CAs trusted beside the old; every leaf from the new; the
+    /// old dropped)
+    #[arg(long, conflicts_with_all = ["expiring_within", "only"])]
+    pub ca: bool,
+    /// With --ca: every remaining step in one go
+    #[arg(long, requires = "ca")]
+    pub all: bool,
+    /// With --ca, when a rotation starts: the service-account signing key
+    /// too
+    #[arg(long, requires = "ca")]
+    pub sa: bool,
 }
 
 /// `30d`, `12h`, `90m`, `45s`, `2w` as seconds.

@@ -320,3 +320,215 @@ fn leaves_rotate_member_by_member_without_a_failed_read() {
         "a refused rotation changed the store"
     );
 }
+
+/// Copy store files into one file beside the store (a client's own copy
+/// of its identity or trust bundle).
+fn copy_of(cluster: &Cluster, name: &str, files: &[&str]) -> PathBuf {
+    let mut bytes = Vec::new();
+    for file in files {
+        bytes.extend(std::fs::read(cluster.pki(file)).expect("store file"));
+    }
+    let path = cluster.sandbox.dir.path().join(name);
+    std::fs::write(&path, bytes).expect("write copy");
+    path
+}
+
+/// PEM certificates in a file on a host.
+fn certificates_in(cluster: &Cluster, host: &str, path: &str) -> usize {
+    stdout(
+        &cluster
+            .sandbox
+            .ssh(host, &format!("grep -c 'BEGIN CERTIFICATE' {path}")),
+    )
+    .trim()
+    .parse()
+    .expect("a count")
+}
+
+/// Whether the certificate served at `address:port` verifies against `ca`.
+fn served_chains_to(cluster: &Cluster, address: &str, port: u16, ca: &str) -> bool {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {address}:{port} -CAfile {ca} -cert {cert} -key {key} </dev/null 2>&1",
+            ca = cluster.pki(ca).display(),
+            cert = cluster.pki("apiserver-etcd-client.crt").display(),
+            key = cluster.pki("apiserver-etcd-client.key").display(),
+        ))
+        .output()
+        .expect("openssl");
+    stdout(&output).contains("Verify return code: 0 (ok)")
+}
+
+#[test]
+fn cas_rotate_in_three_resumable_steps_without_a_failed_read() {
+    let sandbox = Sandbox::up(216, 5, 1);
+    let inventory = sandbox.inventory(
+        "inventory.toml",
+        "",
+        "",
+        "\n[ingress]\nvip = \"10.213.216.100\"\ninterface = \"eth0\"\nvirtual_router_id = 64\n\
+         node_port = 31234\nserver_names = [\"*.sandbox.test\"]\n",
+    );
+    let text = std::fs::read_to_string(&inventory)
+        .expect("inventory")
+        .replace(
+            "method = \"none\"\n",
+            "method = \"none\"\nbin_dir = \"/usr/local/bin\"\n",
+        );
+    std::fs::write(&inventory, &text).expect("inventory");
+    for name in MASTERS.iter().chain(&["w1"]) {
+        sandbox.install_standins(name);
+    }
+    let cluster = Cluster {
+        sandbox,
+        inventory,
+        entries: Vec::new(),
+    };
+    let run = cluster.run(&["--accept-new-host-keys", "pki", "generate"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let first = cluster.run(&["--accept-new-host-keys", "bootstrap"]);
+    assert_eq!(first.status, 0, "{}\n{}", first.stdout, first.stderr);
+    let put = cluster.etcdctl(&["m1", "m2"], &["put", "canary", "alive"]);
+    assert!(put.status.success(), "{put:?}");
+    let old_etcd_ca = std::fs::read(cluster.pki("etcd/ca.crt")).expect("etcd ca");
+
+    let dry = cluster.run(&["rotate-certs", "--ca", "--all", "--dry-run"]);
+    assert_eq!(dry.status, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains("step 1 of 3") && dry.stdout.contains("step 3 of 3"),
+        "{}",
+        dry.stdout
+    );
+
+    // Step 1: new CAs beside the old; every host trusts both. The reader
+    // keeps the identity and trust it had before.
+    let old_cert = copy_of(&cluster, "old-client.crt", &["apiserver-etcd-client.crt"]);
+    let old_key = copy_of(&cluster, "old-client.key", &["apiserver-etcd-client.key"]);
+    let old_ca = copy_of(&cluster, "old-ca.crt", &["etcd/ca.crt"]);
+    let reader = Reader::start_with(
+        &cluster,
+        &MASTERS,
+        old_ca,
+        old_cert.clone(),
+        old_key.clone(),
+    );
+    let step1 = cluster.run(&["rotate-certs", "--ca"]);
+    reader.finish("rotate-certs --ca, step 1");
+    assert_eq!(step1.status, 0, "{}\n{}", step1.stdout, step1.stderr);
+    assert!(step1.stdout.contains("step 1 of 3"), "{}", step1.stdout);
+    for name in MASTERS {
+        for file in [
+            "/etc/kubernetes/pki/etcd/ca.crt",
+            "/etc/kubernetes/pki/ca.crt",
+        ] {
+            assert_eq!(certificates_in(&cluster, name, file), 2, "{name}: {file}");
+        }
+    }
+    assert_eq!(
+        certificates_in(&cluster, "w1", "/etc/kubernetes/pki/ca.crt"),
+        2
+    );
+    let check = cluster.run(&["certs", "check"]);
+    assert!(
+        check.stdout.contains("step 1 of 3 done"),
+        "{}",
+        check.stdout
+    );
+    let status = cluster.run(&["status"]);
+    assert_eq!(status.status, 0, "{}\n{}", status.stdout, status.stderr);
+    assert!(
+        status.stdout.contains("CA rotation: step 1 of 3 done"),
+        "{}",
+        status.stdout
+    );
+    cluster.plan_is_empty();
+
+    // Step 2: every leaf from the new CAs, killed once mid-rollout and
+    // finished by the same command; the reader trusts both CAs and still
+    // presents its old identity.
+    let both = copy_of(
+        &cluster,
+        "both-ca.crt",
+        &["etcd/ca.crt", "etcd/ca.next.crt"],
+    );
+    let reader = Reader::start_with(&cluster, &MASTERS, both, old_cert, old_key);
+    let lines = cluster.killed_at(&["rotate-certs", "--ca"], "m2  etcd: restart etcd.service");
+    eprintln!(
+        "rotate-certs --ca step 2 killed after {} lines",
+        lines.len()
+    );
+    let step2 = cluster.run(&["rotate-certs", "--ca"]);
+    reader.finish("rotate-certs --ca, step 2 (killed once)");
+    assert_eq!(step2.status, 0, "{}\n{}", step2.stdout, step2.stderr);
+    assert!(
+        step2.stderr.contains("the hosts lag behind the store"),
+        "{}",
+        step2.stderr
+    );
+    let check = cluster.run(&["certs", "check"]);
+    assert!(
+        check.stdout.contains("step 2 of 3 done"),
+        "{}",
+        check.stdout
+    );
+    for name in MASTERS {
+        let address = cluster.address(name);
+        for port in [2379, 2380] {
+            assert!(
+                served_chains_to(&cluster, &address, port, "etcd/ca.crt"),
+                "{name}:{port} does not serve a certificate from the new etcd CA"
+            );
+        }
+    }
+    cluster.plan_is_empty();
+
+    // Step 3: the old CAs dropped from every trust file and archived; the
+    // reader now holds the new identity and trusts the new CA alone.
+    let new_cert = copy_of(&cluster, "new-client.crt", &["apiserver-etcd-client.crt"]);
+    let new_key = copy_of(&cluster, "new-client.key", &["apiserver-etcd-client.key"]);
+    let new_ca = copy_of(&cluster, "new-ca.crt", &["etcd/ca.crt"]);
+    let reader = Reader::start_with(&cluster, &MASTERS, new_ca, new_cert, new_key);
+    let step3 = cluster.run(&["rotate-certs", "--ca", "--all"]);
+    reader.finish("rotate-certs --ca --all, step 3");
+    assert_eq!(step3.status, 0, "{}\n{}", step3.stdout, step3.stderr);
+    assert!(step3.stdout.contains("step 3 of 3"), "{}", step3.stdout);
+    let new_etcd_ca = std::fs::read(cluster.pki("etcd/ca.crt")).expect("etcd ca");
+    assert_ne!(new_etcd_ca, old_etcd_ca);
+    for name in MASTERS {
+        for file in [
+            "/etc/kubernetes/pki/etcd/ca.crt",
+            "/etc/kubernetes/pki/ca.crt",
+        ] {
+            assert_eq!(certificates_in(&cluster, name, file), 1, "{name}: {file}");
+        }
+        let held = cluster
+            .sandbox
+            .ssh(name, "cat /etc/kubernetes/pki/etcd/ca.crt")
+            .stdout;
+        assert_eq!(held, new_etcd_ca, "{name} holds the new etcd CA alone");
+    }
+    assert_eq!(
+        certificates_in(&cluster, "w1", "/etc/kubernetes/pki/ca.crt"),
+        1
+    );
+    assert!(
+        std::fs::read_dir(cluster.pki("archive"))
+            .expect("archive")
+            .any(|entry| entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .starts_with("ca")),
+        "the old CAs archived"
+    );
+    assert!(cluster.all_healthy(&MASTERS));
+    assert_eq!(cluster.canary(&["m4"]), "alive");
+    cluster.plan_is_empty();
+    let check = cluster.run(&["certs", "check"]);
+    assert!(
+        !check.stdout.contains("CA rotation: step"),
+        "{}",
+        check.stdout
+    );
+}

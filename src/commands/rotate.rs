@@ -10,6 +10,18 @@ pub(crate) fn run(
 ) -> anyhow::Result<()> {
     let resolved = super::load_inventory(&global.inventory, printer)?;
     let cluster = &resolved.cluster;
+    if args.ca {
+        return crate::ops::rotate::run_ca(
+            cluster,
+            &super::settings(cluster, global),
+            &crate::ops::rotate::CaRequest {
+                all: args.all,
+                sa: args.sa,
+                dry_run: args.dry_run,
+            },
+            printer,
+        );
+    }
     crate::ops::rotate::run(
         cluster,
         &super::settings(cluster, global),

@@ -17,6 +17,12 @@ pub(crate) fn run(global: &GlobalArgs, args: &StatusArgs, printer: &Printer) -> 
         connector.connect_jump_host().await?;
         Ok::<_, anyhow::Error>(gather(cluster, &connector, settings.concurrency).await)
     })?;
+    let mut report = report;
+    // The store's CA rotation step, when the store can be read here.
+    report.ca_rotation =
+        crate::pki::ca_rotation_state(cluster, &crate::printer::Printer::new(0, true, true))
+            .ok()
+            .map(|rotation| rotation.report());
     let problems = report.problems();
     match args.output {
         TextOrJson::Text => printer.output(&text(&report)),

@@ -202,25 +202,7 @@ impl Operation for Rotate {
     async fn apply(&self, run: &Run<'_>) -> anyhow::Result<()> {
         let cluster = run.cluster;
         let printer = run.printer;
-        let askers: Vec<&Host> = run
-            .fleet
-            .hosts
-            .iter()
-            .filter(|host| host.facts.etcd_data && run.fleet.is_master(&host.name))
-            .collect();
-        if askers.is_empty() {
-            anyhow::bail!(
-                "rotate-certs: no master holds etcd data: the cluster is not running; nothing was changed \
-                 (a new cluster gets its certificates with `ocfk8s bootstrap`)"
-            );
-        }
-        let (_, view) = first_view(cluster, &askers).await?;
-        if let Some(problem) = view.problem() {
-            anyhow::bail!(
-                "rotate-certs: etcd is not healthy: {problem}; nothing was changed. \
-                 Bring every member back first (`ocfk8s status`, `ocfk8s bootstrap`)"
-            );
-        }
+        let view = healthy_etcd(run, "rotate-certs").await?;
         crate::pki::recover(run.lock, cluster, printer)?;
         let reissued =
             crate::pki::reissue_locked(cluster, run.lock, |spec| self.bases.contains(&spec.base))?;
@@ -239,6 +221,143 @@ impl Operation for Rotate {
         ));
         Ok(())
     }
+}
+
+pub(crate) struct CaRequest {
+    pub(crate) all: bool,
+    pub(crate) sa: bool,
+    pub(crate) dry_run: bool,
+}
+
+/// What each step of a CA rotation does, by the step it completes.
+fn ca_step_text(step: u8) -> &'static str {
+    match step {
+        1 => "step 1 of 3: new Kubernetes, etcd and front-proxy CAs created beside the old ones; every host trusts both",
+        2 => "step 2 of 3: every leaf certificate re-issued from the new CAs; both still trusted",
+        _ => "step 3 of 3: the old CAs dropped from every trust file and archived in the store",
+    }
+}
+
+/// `rotate-certs --ca [--all]`: finish rolling out the store's current
+/// step if hosts lag behind it, else take the next step and roll it out
+/// (with `--all`, every remaining step).
+pub(crate) fn run_ca(
+    cluster: &Cluster,
+    settings: &RunSettings,
+    request: &CaRequest,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let rotation = crate::pki::ca_rotation_state(cluster, printer)?;
+    if request.dry_run {
+        let done = rotation.step();
+        let mut out = format!("{}\n", rotation.report().summary);
+        let last = if request.all { 3 } else { done + 1 };
+        for step in done + 1..=last {
+            out.push_str(&format!(
+                "rotate-certs --ca would run {}, then roll it out: masters one at a time (etcd gated, \
+                 leader last), workers in batches, the front door\n",
+                ca_step_text(step)
+            ));
+        }
+        printer.output(out.trim_end());
+        return Ok(());
+    }
+    let nodes: Vec<&Node> = cluster.nodes().collect();
+    bootstrap::converge_with(
+        cluster,
+        settings,
+        &nodes,
+        &PHASES,
+        "rotate-certs --ca",
+        printer,
+        &RotateCa {
+            all: request.all,
+            sa: request.sa,
+        },
+    )
+}
+
+struct RotateCa {
+    all: bool,
+    sa: bool,
+}
+
+impl Operation for RotateCa {
+    async fn apply(&self, run: &Run<'_>) -> anyhow::Result<()> {
+        let cluster = run.cluster;
+        let printer = run.printer;
+        let view = healthy_etcd(run, "rotate-certs --ca").await?;
+        let store = bootstrap::pki_phase(cluster, run.lock, printer)?;
+        // A host of another cluster is refused before anything changes.
+        for host in &run.fleet.hosts {
+            let output = host
+                .exec("cat /etc/kubernetes/pki/ca.crt 2>/dev/null")
+                .await
+                .map_err(|error| error.context(format!("{}: reading its cluster CA", host.name)))?;
+            if output.status == Some(0) && !output.stdout.is_empty() {
+                crate::pki::ca_rotation::same_cluster_ca(cluster, &store, &output.stdout).map_err(
+                    |error| error.context(format!("{}: /etc/kubernetes/pki/ca.crt", host.name)),
+                )?;
+            }
+        }
+        let members = view.members;
+        let mut store = store;
+        loop {
+            let rotation = crate::pki::ca_rotation::ca_rotation_step(cluster, &store)?;
+            let desired = run.render(&store, super::membership::running(cluster, &members))?;
+            if !run.pending(&desired).await?.is_empty() {
+                // A run killed during a rollout: finish it first.
+                printer.info(&format!(
+                    "rotate-certs --ca: the hosts lag behind the store ({}); rolling it out",
+                    rotation.report().summary
+                ));
+                roll_out(run, &desired).await?;
+                if !self.all || rotation.step() == 0 {
+                    break;
+                }
+            }
+            let next = crate::pki::ca_rotation::ca_rotate_next(cluster, run.lock, self.sa)?;
+            let done = if next.step() == 0 { 3 } else { next.step() };
+            printer.info(&format!("pki: CA rotation {}", ca_step_text(done)));
+            store = bootstrap::pki_phase(cluster, run.lock, printer)?;
+            let desired = run.render(&store, super::membership::running(cluster, &members))?;
+            roll_out(run, &desired).await?;
+            printer.output(&format!(
+                "rotate-certs --ca: {} rolled out",
+                ca_step_text(done)
+            ));
+            if !self.all || next.step() == 0 {
+                break;
+            }
+        }
+        let rotation = crate::pki::ca_rotation::ca_rotation_step(cluster, &store)?;
+        printer.output(&rotation.report().summary);
+        Ok(())
+    }
+}
+
+/// Refuse unless every etcd member is healthy; the view when it is.
+async fn healthy_etcd(run: &Run<'_>, command: &str) -> anyhow::Result<super::health::EtcdView> {
+    let askers: Vec<&Host> = run
+        .fleet
+        .hosts
+        .iter()
+        .filter(|host| host.facts.etcd_data && run.fleet.is_master(&host.name))
+        .collect();
+    if askers.is_empty() {
+        anyhow::bail!(
+            "{command}: no master holds etcd data: the cluster is not running; nothing was changed \
+             (a new cluster gets its certificates with `ocfk8s bootstrap`)"
+        );
+    }
+    let (_, view) = first_view(run.cluster, &askers).await?;
+    if let Some(problem) = view.problem() {
+        anyhow::bail!(
+            "{command}: etcd is not healthy: {problem}; nothing was changed. \
+             Bring every member back first (`ocfk8s status`, `ocfk8s bootstrap`)"
+        );
+    }
+    Ok(view)
 }
 
 /// Make every host hold `desired`, restarting what changed in the order

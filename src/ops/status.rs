@@ -99,6 +99,9 @@ pub(crate) struct Report {
     /// `Err` holds why etcd could not be asked at all.
     pub(crate) etcd: Result<EtcdStatus, String>,
     pub(crate) vip: Option<String>,
+    /// Where the store is in a CA rotation (`None` when it could not be
+    /// read).
+    pub(crate) ca_rotation: Option<crate::pki::ca_rotation::RotationReport>,
 }
 
 impl Report {
@@ -405,6 +408,7 @@ pub(crate) async fn gather(cluster: &Cluster, connector: &Connector, concurrency
         hosts,
         etcd,
         vip: vip.map(|vip| vip.to_string()),
+        ca_rotation: None,
     }
 }
 
@@ -571,6 +575,13 @@ pub(crate) fn text(report: &Report) -> String {
                 format!("held by {}", holders.join(", "))
             }
         );
+    }
+    if let Some(rotation) = report
+        .ca_rotation
+        .as_ref()
+        .filter(|rotation| rotation.step > 0)
+    {
+        let _ = writeln!(out, "{}", rotation.summary);
     }
     let problems = report.problems();
     if problems.is_empty() {

@@ -371,8 +371,9 @@ fn check_authority(
                         problems.expired.push((
                             None,
                             format!(
-                                "{}: {problem}; a CA cannot be renewed in place \
-                                 (CA rotation, `ocfk8s rotate-certs --ca`, is not built yet)",
+                                "{}: {problem}; a CA cannot be renewed in place, and an expired \
+                                 one no longer vouches for anything (rotate CAs before they expire \
+                                 with `ocfk8s rotate-certs --ca`)",
                                 cert_path.display()
                             ),
                         ));

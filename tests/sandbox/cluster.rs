@@ -211,10 +211,25 @@ pub struct Reader {
 
 impl Reader {
     pub fn start(cluster: &Cluster, through: &[&str]) -> Reader {
+        Reader::start_with(
+            cluster,
+            through,
+            cluster.pki("etcd/ca.crt"),
+            cluster.pki("apiserver-etcd-client.crt"),
+            cluster.pki("apiserver-etcd-client.key"),
+        )
+    }
+
+    /// A reader trusting `ca` and presenting `cert` and `key` (copies
+    /// taken before a rotation changes the store's).
+    pub fn start_with(
+        cluster: &Cluster,
+        through: &[&str],
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+    ) -> Reader {
         let endpoints = cluster.endpoints(through);
-        let ca = cluster.pki("etcd/ca.crt");
-        let cert = cluster.pki("apiserver-etcd-client.crt");
-        let key = cluster.pki("apiserver-etcd-client.key");
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
