@@ -201,6 +201,8 @@ pub struct StatusArgs {
 pub struct AddMasterArgs {
     /// The master's name in the inventory
     pub name: String,
+    #[command(flatten)]
+    pub phases: PhaseArgs,
     /// Do not take an etcd snapshot before the change
     #[arg(long)]
     pub no_snapshot: bool,

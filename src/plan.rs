@@ -725,4 +725,168 @@ mod tests {
         assert!(!json.contains("KEY-MATERIAL"), "{json}");
         assert!(json.contains("\"mode\":\"0600\""), "{json}");
     }
+
+    /// Bytes drawn by proptest, read as a stream of small choices.
+    struct Choices<'a>(std::slice::Iter<'a, u8>);
+
+    impl Choices<'_> {
+        fn pick(&mut self, below: u8) -> u8 {
+            self.0.next().copied().unwrap_or(0) % below.max(1)
+        }
+    }
+
+    const UNITS: [&str; 6] = [
+        "etcd.service",
+        "containerd.service",
+        "kubelet.service",
+        "kube-proxy.service",
+        "nginx.service",
+        "keepalived.service",
+    ];
+
+    /// A random host: desired files and binaries naming real units, the
+    /// phases in scope, and a remote state anywhere from empty to half
+    /// done to tampered with.
+    fn random_host(bytes: &[u8]) -> (HostFiles, Vec<BinaryInput>, HostState, Vec<Phase>, bool) {
+        let mut c = Choices(bytes.iter());
+        let units_of = |c: &mut Choices| -> Vec<String> {
+            UNITS
+                .iter()
+                .filter(|_| c.pick(3) == 0)
+                .map(|unit| unit.to_string())
+                .collect()
+        };
+        let mut files = Vec::new();
+        for index in 0..c.pick(7) + 1 {
+            files.push(RenderedFile {
+                path: format!("/etc/ocfk8s-test/{index}.conf"),
+                contents: vec![b'a' + c.pick(4); 1 + c.pick(3) as usize],
+                mode: if c.pick(2) == 0 { 0o600 } else { 0o644 },
+                secret: c.pick(2) == 0,
+                restarts: units_of(&mut c),
+            });
+        }
+        let desired = HostFiles {
+            node: "h".into(),
+            files,
+        };
+        let mut binaries = Vec::new();
+        for (index, name) in ["etcd", "kubelet"].iter().enumerate() {
+            if c.pick(2) == 0 {
+                continue;
+            }
+            binaries.push(BinaryInput {
+                path: format!("/usr/local/bin/{name}"),
+                sha256: (c.pick(2) == 0).then(|| sha256_hex(&[index as u8])),
+                restarts: vec![UNITS[index * 2].to_string()],
+            });
+        }
+        let mut state = HostState::default();
+        let mut paths: Vec<(String, String, u32)> = desired
+            .files
+            .iter()
+            .map(|file| (file.path.clone(), sha256_hex(&file.contents), file.mode))
+            .collect();
+        paths.extend(binaries.iter().map(|binary| {
+            (
+                binary.path.clone(),
+                binary
+                    .sha256
+                    .clone()
+                    .unwrap_or_else(|| sha256_hex(b"host's own")),
+                BINARY_MODE,
+            )
+        }));
+        for (path, sha256, mode) in paths {
+            let remote = match c.pick(5) {
+                0 => None,
+                1 => Some(RemoteFile {
+                    sha256,
+                    mode,
+                    root_owned: true,
+                }),
+                2 => Some(RemoteFile {
+                    sha256: sha256_hex(b"other"),
+                    mode,
+                    root_owned: true,
+                }),
+                3 => Some(RemoteFile {
+                    sha256,
+                    mode: 0o666,
+                    root_owned: true,
+                }),
+                _ => Some(RemoteFile {
+                    sha256,
+                    mode,
+                    root_owned: false,
+                }),
+            };
+            state.files.insert(path, remote);
+        }
+        for index in 0..c.pick(3) {
+            state
+                .temporaries
+                .push(format!("/etc/ocfk8s-test/.{index}.conf.ocfk8s-tmp"));
+        }
+        for unit in UNITS {
+            match c.pick(4) {
+                0 => {}
+                1 => {
+                    state.services.insert(unit.into(), "active".into());
+                }
+                2 => {
+                    state.services.insert(unit.into(), "inactive".into());
+                }
+                _ => {
+                    state.services.insert(unit.into(), "failed".into());
+                }
+            }
+            if c.pick(2) == 0 {
+                state.stamps.insert(unit.into(), "0".repeat(64));
+            }
+        }
+        let phases: Vec<Phase> = Phase::ALL
+            .iter()
+            .copied()
+            .filter(|_| c.pick(3) != 0)
+            .collect();
+        (desired, binaries, state, phases, c.pick(2) == 0)
+    }
+
+    /// What the engine does with a plan, as the host would record it:
+    /// files written root-owned with their modes, temporaries removed,
+    /// services acted on and their inputs recorded.
+    fn apply(plan: &HostPlan, state: &mut HostState) {
+        for change in &plan.files {
+            state.files.insert(
+                change.path.clone(),
+                Some(RemoteFile {
+                    sha256: change.sha256.clone(),
+                    mode: change.mode,
+                    root_owned: true,
+                }),
+            );
+        }
+        state.temporaries.clear();
+        for change in &plan.services {
+            state.services.insert(change.unit.clone(), "active".into());
+            state
+                .stamps
+                .insert(change.unit.clone(), change.inputs_sha256.clone());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn applying_a_plan_to_any_host_state_leaves_nothing_to_do(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 96)
+        ) {
+            let (desired, binaries, mut state, phases, master) = random_host(&bytes);
+            let scope = ServiceScope { phases: &phases, master };
+            let plan = plan_host(&desired, &binaries, &state, scope);
+            apply(&plan, &mut state);
+            let again = plan_host(&desired, &binaries, &state, scope);
+            proptest::prop_assert!(again.is_empty(), "first {:?}\nthen {:?}", plan, again);
+        }
+    }
 }

@@ -11,8 +11,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sandbox::Sandbox;
-
 #[path = "common/mod.rs"]
 mod common;
 
@@ -68,31 +66,7 @@ fn etcd_pids(cluster: &Cluster) -> Vec<String> {
 
 #[test]
 fn leaves_rotate_member_by_member_without_a_failed_read() {
-    let sandbox = Sandbox::up(SUBNET, 5, 1);
-    let inventory = sandbox.inventory(
-        "inventory.toml",
-        "",
-        "",
-        &format!(
-            "\n[ingress]\nvip = \"10.213.{SUBNET}.100\"\ninterface = \"eth0\"\nvirtual_router_id = 63\n\
-             node_port = 31234\nserver_names = [\"*.sandbox.test\"]\n"
-        ),
-    );
-    let text = std::fs::read_to_string(&inventory)
-        .expect("inventory")
-        .replace(
-            "method = \"none\"\n",
-            "method = \"none\"\nbin_dir = \"/usr/local/bin\"\n",
-        );
-    std::fs::write(&inventory, &text).expect("inventory");
-    for name in MASTERS.iter().chain(&["w1"]) {
-        sandbox.install_standins(name);
-    }
-    let cluster = Cluster {
-        sandbox,
-        inventory,
-        entries: Vec::new(),
-    };
+    let cluster = Cluster::up(SUBNET, 5, 1);
     let run = cluster.run(&["--accept-new-host-keys", "pki", "generate"]);
     assert_eq!(run.status, 0, "{}", run.stderr);
     let first = cluster.run(&["--accept-new-host-keys", "bootstrap"]);
@@ -362,29 +336,7 @@ fn served_chains_to(cluster: &Cluster, address: &str, port: u16, ca: &str) -> bo
 
 #[test]
 fn cas_rotate_in_three_resumable_steps_without_a_failed_read() {
-    let sandbox = Sandbox::up(216, 5, 1);
-    let inventory = sandbox.inventory(
-        "inventory.toml",
-        "",
-        "",
-        "\n[ingress]\nvip = \"10.213.216.100\"\ninterface = \"eth0\"\nvirtual_router_id = 64\n\
-         node_port = 31234\nserver_names = [\"*.sandbox.test\"]\n",
-    );
-    let text = std::fs::read_to_string(&inventory)
-        .expect("inventory")
-        .replace(
-            "method = \"none\"\n",
-            "method = \"none\"\nbin_dir = \"/usr/local/bin\"\n",
-        );
-    std::fs::write(&inventory, &text).expect("inventory");
-    for name in MASTERS.iter().chain(&["w1"]) {
-        sandbox.install_standins(name);
-    }
-    let cluster = Cluster {
-        sandbox,
-        inventory,
-        entries: Vec::new(),
-    };
+    let cluster = Cluster::up(216, 5, 1);
     let run = cluster.run(&["--accept-new-host-keys", "pki", "generate"]);
     assert_eq!(run.status, 0, "{}", run.stderr);
     let first = cluster.run(&["--accept-new-host-keys", "bootstrap"]);

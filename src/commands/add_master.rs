@@ -15,6 +15,7 @@ pub(crate) fn run(
         &super::settings(cluster, global),
         &args.name,
         !args.no_snapshot,
+        &args.phases.skip_phases,
         printer,
     )
 }

@@ -57,8 +57,22 @@ pub(crate) fn run(
     settings: &RunSettings,
     name: &str,
     snapshot: bool,
+    skip_phases: &[String],
     printer: &Printer,
 ) -> anyhow::Result<()> {
+    let wanted = crate::phase::phases_to_run(skip_phases)?;
+    for phase in [Phase::Files, Phase::Etcd, Phase::ControlPlane] {
+        if !wanted.contains(&phase) {
+            return Err(bad_input(format!(
+                "add-master: --skip-phases: the {} phase cannot be skipped: it is how a master joins",
+                phase.name()
+            )));
+        }
+    }
+    let phases: Vec<Phase> = PHASES
+        .into_iter()
+        .filter(|phase| wanted.contains(phase))
+        .collect();
     let Some(node) = cluster.masters.iter().find(|master| master.name == name) else {
         let hint = if cluster.workers.iter().any(|worker| worker.name == name) {
             format!("{name} is a worker: workers join with `ocfk8s add-worker {name}`")
@@ -83,16 +97,22 @@ pub(crate) fn run(
         cluster,
         settings,
         &masters,
-        &PHASES,
+        &phases,
         "add-master",
         printer,
-        &AddMaster { node, snapshot },
+        &AddMaster {
+            node,
+            snapshot,
+            phases: phases.clone(),
+        },
     )
 }
 
 struct AddMaster<'a> {
     node: &'a Node,
     snapshot: bool,
+    /// The phases that run (`install`, `nodes` and `lb` may be skipped).
+    phases: Vec<Phase>,
 }
 
 /// `https://ADDRESS:2380`, the peer URL etcd knows `node` by.
@@ -234,7 +254,9 @@ impl Operation for AddMaster<'_> {
             super::snapshot::before_change(cluster, run.fleet, "add-master", printer).await?;
         }
         let mine = run.only(&[name]);
-        mine.install().await?;
+        if self.phases.contains(&Phase::Install) {
+            mine.install().await?;
+        }
 
         let member = match member {
             Some(member) => {
@@ -265,8 +287,13 @@ impl Operation for AddMaster<'_> {
 
         // NAME's control plane, node services and front door.
         mine.control_plane(&desired).await?;
-        mine.nodes(&desired).await?;
-        mine.lb(&desired).await?;
+        if self.phases.contains(&Phase::Nodes) {
+            mine.nodes(&desired).await?;
+        }
+        let front_door = self.phases.contains(&Phase::Lb);
+        if front_door {
+            mine.lb(&desired).await?;
+        }
 
         // Then every other member's master, one at a time.
         for other in cluster.masters.iter().filter(|master| {
@@ -275,7 +302,9 @@ impl Operation for AddMaster<'_> {
             let one = run.only(&[other.name.as_str()]);
             one.files(&desired).await?;
             one.control_plane(&desired).await?;
-            one.lb(&desired).await?;
+            if front_door {
+                one.lb(&desired).await?;
+            }
             health::wait_etcd_healthy(
                 cluster,
                 asker,
@@ -286,7 +315,9 @@ impl Operation for AddMaster<'_> {
             )
             .await?;
         }
-        run.check_vip().await?;
+        if front_door {
+            run.check_vip().await?;
+        }
         printer.output(&format!(
             "add-master: {name} is a voting etcd member and runs the control plane; etcd has {members} healthy members"
         ));

@@ -82,6 +82,19 @@ pub(crate) fn write_script(
         }
         script.push_str(")\n");
     }
+    // Folders holding private keys are root's alone.
+    let key_folders: BTreeSet<&str> = writes
+        .iter()
+        .filter(|write| write.contents_differ && write.path.ends_with(".key"))
+        .map(|write| parent(write.path))
+        .collect();
+    if !key_folders.is_empty() {
+        script.push_str("chmod 0700 --");
+        for folder in &key_folders {
+            let _ = write!(script, " {}", quote(folder));
+        }
+        script.push('\n');
+    }
     let mut temporaries = Vec::new();
     // Ownership and modes are set in one command per mode, not per file: a
     // master's first push is some fifty files.

@@ -64,13 +64,42 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// Every run of the binary in the suite goes through here: its output
+/// and errors must never hold key material. The one exception is the
+/// kubeconfig `ocfk8s kubeconfig` prints on request.
 impl From<Output> for Run {
     fn from(output: Output) -> Self {
-        Run {
+        let run = Run {
             status: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        let requested_kubeconfig =
+            run.stdout.starts_with("apiVersion: v1") && run.stdout.contains("kind: Config");
+        if !requested_kubeconfig {
+            assert_no_key_material("standard output", &run.stdout);
         }
+        assert_no_key_material("error output", &run.stderr);
+        run
+    }
+}
+
+/// PEM private keys, as text or base64 (as a kubeconfig embeds them).
+const KEY_MARKERS: [&str; 5] = [
+    "PRIVATE KEY",
+    "client-key-data",
+    "LS0tLS1CRUdJTiBFQyBQUklWQVRF",
+    "LS0tLS1CRUdJTiBQUklWQVRF",
+    "LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBL",
+];
+
+/// Panic when `text` holds key material.
+pub fn assert_no_key_material(what: &str, text: &str) {
+    for marker in KEY_MARKERS {
+        assert!(
+            !text.contains(marker),
+            "key material ({marker}) in the {what} of a run:\n{text}"
+        );
     }
 }
 

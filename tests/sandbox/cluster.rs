@@ -22,6 +22,53 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Sandbox hosts `m1..` and `w1..` with the stand-ins installed, and an
+    /// inventory of them all with `[ingress]` (VIP `.100` of the subnet)
+    /// and `bin_dir = "/usr/local/bin"`; each master's entry is kept for
+    /// [`Cluster::set_masters`].
+    pub fn up(subnet: u8, masters: usize, workers: usize) -> Cluster {
+        let sandbox = Sandbox::up(subnet, masters, workers);
+        let inventory = sandbox.inventory(
+            "inventory.toml",
+            "",
+            "",
+            &format!(
+                "\n[ingress]\nvip = \"10.213.{subnet}.100\"\ninterface = \"eth0\"\nvirtual_router_id = {subnet}\n\
+                 node_port = 31234\nserver_names = [\"*.sandbox.test\"]\n"
+            ),
+        );
+        let text = std::fs::read_to_string(&inventory)
+            .expect("inventory")
+            .replace(
+                "method = \"none\"\n",
+                "method = \"none\"\nbin_dir = \"/usr/local/bin\"\n",
+            );
+        std::fs::write(&inventory, &text).expect("inventory");
+        let entries: Vec<(String, String)> = (1..=masters)
+            .map(|index| {
+                let name = format!("m{index}");
+                let entry = format!(
+                    "\n[[master]]\nname = \"{name}\"\naddress = \"{}\"\n",
+                    sandbox.host(&name).address
+                );
+                assert!(text.contains(&entry), "{text}");
+                (name, entry)
+            })
+            .collect();
+        let names: Vec<String> = (1..=masters)
+            .map(|index| format!("m{index}"))
+            .chain((1..=workers).map(|index| format!("w{index}")))
+            .collect();
+        for name in &names {
+            sandbox.install_standins(name);
+        }
+        Cluster {
+            sandbox,
+            inventory,
+            entries,
+        }
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         let run: Run = self.command(args).output().expect("run ocfk8s").into();
         assert!(
@@ -175,6 +222,29 @@ impl Cluster {
             "the run ended ({status}) before {at:?}:\n{}",
             lines.join("\n")
         );
+    }
+
+    /// Run ocfk8s with `args` and SIGKILL it after `delay` if it is still
+    /// running: whether it was killed, and its exit status otherwise.
+    pub fn killed_after(&self, args: &[&str], delay: Duration) -> (bool, Option<i32>) {
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ocfk8s");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return (false, status.code());
+            }
+            if started.elapsed() >= delay {
+                child.kill().expect("kill");
+                child.wait().expect("wait");
+                return (true, None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stop a host as a power cut would: every process in its namespace.
