@@ -54,6 +54,12 @@ pub struct GlobalArgs {
     /// Folder of templates overriding the built-in ones
     #[arg(long, global = true, value_name = "DIR")]
     pub templates: Option<PathBuf>,
+
+    /// How long each health gate (an etcd member healthy and caught up, an
+    /// apiserver ready, a kubelet healthy) waits before the run stops
+    /// [default: per gate, 90 s for an etcd member]
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub health_timeout: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -37,6 +37,7 @@ pub(crate) fn settings(
             .max(1),
         accept_new_host_keys: global.accept_new_host_keys,
         templates: global.templates.clone(),
+        health_timeout: global.health_timeout.map(std::time::Duration::from_secs),
     }
 }
 

@@ -282,8 +282,15 @@ impl Operation for AddMaster<'_> {
             self.start_and_promote(run, asker, &member, &desired)
                 .await?;
         }
-        health::wait_etcd_healthy(cluster, asker, name, "etcd", Some(members), MEMBER_TIMEOUT)
-            .await?;
+        health::wait_etcd_healthy(
+            cluster,
+            asker,
+            name,
+            "etcd",
+            Some(members),
+            run.settings.gate(MEMBER_TIMEOUT),
+        )
+        .await?;
 
         // NAME's control plane, node services and front door.
         mine.control_plane(&desired).await?;
@@ -311,7 +318,7 @@ impl Operation for AddMaster<'_> {
                 &other.name,
                 "etcd",
                 Some(members),
-                MEMBER_TIMEOUT,
+                run.settings.gate(MEMBER_TIMEOUT),
             )
             .await?;
         }
@@ -348,7 +355,7 @@ impl AddMaster<'_> {
             name,
             "etcd",
             "adding the member",
-            MEMBER_TIMEOUT,
+            run.settings.gate(MEMBER_TIMEOUT),
             || async {
                 let members = etcdctl
                     .member_list(&endpoints)
@@ -411,7 +418,7 @@ impl AddMaster<'_> {
             name,
             "etcd",
             "the learner catching up",
-            CATCH_UP_TIMEOUT,
+            run.settings.gate(CATCH_UP_TIMEOUT),
             || async {
                 let view = health::etcd_view(cluster, asker).await?;
                 let Some(member) = view.members.iter().find(|member| member.id == id) else {
@@ -430,15 +437,21 @@ impl AddMaster<'_> {
             host: asker,
             bin_dir: &cluster.install.bin_dir,
         };
-        health::wait(name, "etcd", "promotion", CATCH_UP_TIMEOUT, || async {
-            let view = health::etcd_view(cluster, asker).await?;
-            match view.members.iter().find(|member| member.id == id) {
-                Some(member) if !member.is_learner => return Ok(None),
-                Some(_) => {}
-                None => anyhow::bail!("member {id:x} is no longer listed"),
-            }
-            Ok(etcdctl.member_promote(&view.endpoints(), id).await?.err())
-        })
+        health::wait(
+            name,
+            "etcd",
+            "promotion",
+            run.settings.gate(CATCH_UP_TIMEOUT),
+            || async {
+                let view = health::etcd_view(cluster, asker).await?;
+                match view.members.iter().find(|member| member.id == id) {
+                    Some(member) if !member.is_learner => return Ok(None),
+                    Some(_) => {}
+                    None => anyhow::bail!("member {id:x} is no longer listed"),
+                }
+                Ok(etcdctl.member_promote(&view.endpoints(), id).await?.err())
+            },
+        )
         .await?;
         run.progress.finish(
             name,

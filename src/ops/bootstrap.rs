@@ -468,7 +468,7 @@ impl Run<'_> {
                 &asker.name,
                 "etcd",
                 Some(masters.len()),
-                ETCD_NEW_CLUSTER_TIMEOUT,
+                self.settings.gate(ETCD_NEW_CLUSTER_TIMEOUT),
             )
             .await?;
             self.printer
@@ -572,7 +572,7 @@ impl Run<'_> {
                 &node.name,
                 "etcd",
                 None,
-                ETCD_MEMBER_TIMEOUT,
+                self.settings.gate(ETCD_MEMBER_TIMEOUT),
             )
         };
         if restart {
@@ -628,7 +628,7 @@ impl Run<'_> {
             &node.name,
             "etcd",
             "leadership move",
-            ETCD_MEMBER_TIMEOUT,
+            self.settings.gate(ETCD_MEMBER_TIMEOUT),
             || async {
                 let view = health::etcd_view(self.cluster, asker).await?;
                 Ok((view.leader() != Some(target_id))
@@ -663,7 +663,13 @@ impl Run<'_> {
             systemd::apply(host, &changes)
                 .await
                 .with_context(|| format!("{}: control-plane: {}", host.name, describe(&changes)))?;
-            health::wait_apiserver_ready(host, node, "control-plane", APISERVER_TIMEOUT).await?;
+            health::wait_apiserver_ready(
+                host,
+                node,
+                "control-plane",
+                self.settings.gate(APISERVER_TIMEOUT),
+            )
+            .await?;
             let mut summary = Vec::new();
             if written > 0 {
                 summary.push(format!("{written} manifest(s) written"));
@@ -694,7 +700,8 @@ impl Run<'_> {
                 systemd::apply(host, &changes)
                     .await
                     .with_context(|| describe(&changes))?;
-                health::wait_kubelet_healthy(host, "nodes", KUBELET_TIMEOUT).await?;
+                health::wait_kubelet_healthy(host, "nodes", self.settings.gate(KUBELET_TIMEOUT))
+                    .await?;
                 health::wait_unit_active(host, "kube-proxy.service", "nodes", UNIT_TIMEOUT).await?;
                 let summary = if changes.is_empty() {
                     "kubelet healthy".to_string()

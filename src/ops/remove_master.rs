@@ -347,7 +347,7 @@ impl RemoveMaster<'_> {
                 name,
                 "etcd",
                 "removing the member",
-                MEMBER_TIMEOUT,
+                run.settings.gate(MEMBER_TIMEOUT),
                 || async {
                     let members = etcdctl
                         .member_list(&endpoints)
@@ -375,7 +375,7 @@ impl RemoveMaster<'_> {
                 name,
                 "etcd",
                 Some(view.members.len() - 1),
-                MEMBER_TIMEOUT,
+                run.settings.gate(MEMBER_TIMEOUT),
             )
             .await?;
         }
@@ -403,8 +403,15 @@ impl RemoveMaster<'_> {
             one.files(desired).await?;
             one.control_plane(desired).await?;
             one.lb(desired).await?;
-            health::wait_etcd_healthy(cluster, asker, &master.name, "etcd", None, MEMBER_TIMEOUT)
-                .await?;
+            health::wait_etcd_healthy(
+                cluster,
+                asker,
+                &master.name,
+                "etcd",
+                None,
+                run.settings.gate(MEMBER_TIMEOUT),
+            )
+            .await?;
         }
         run.check_vip().await?;
         Ok(())

@@ -12,4 +12,15 @@ pub(crate) struct RunSettings {
     pub(crate) accept_new_host_keys: bool,
     /// `--templates DIR`, overriding `[cluster] templates_dir`.
     pub(crate) templates: Option<PathBuf>,
+    /// `--health-timeout SECS`: how long each health gate of an etcd
+    /// member, apiserver or kubelet waits; each gate's own default when
+    /// absent.
+    pub(crate) health_timeout: Option<std::time::Duration>,
+}
+
+impl RunSettings {
+    /// The timeout of a gate whose default is `default`.
+    pub(crate) fn gate(&self, default: std::time::Duration) -> std::time::Duration {
+        self.health_timeout.unwrap_or(default)
+    }
 }

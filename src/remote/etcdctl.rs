@@ -311,7 +311,8 @@ impl Etcdctl<'_> {
     }
 
     /// Promote the learner `id` to a voting member. `Ok(Err(why))` when
-    /// etcd refuses because the learner has not caught up yet.
+    /// etcd refuses for now: the learner has not caught up yet, or a
+    /// member was unreachable in the last seconds.
     pub(crate) async fn member_promote(
         &self,
         endpoints: &[String],
@@ -324,7 +325,10 @@ impl Etcdctl<'_> {
             return Ok(Ok(()));
         }
         let why = error_of(&stderr);
-        if why.contains("not in sync") || why.contains("not ready") {
+        if why.contains("not in sync")
+            || why.contains("not ready")
+            || why.contains("unhealthy cluster")
+        {
             return Ok(Err(why));
         }
         anyhow::bail!("etcdctl member promote on {} failed: {why}", self.host.name)

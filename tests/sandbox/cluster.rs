@@ -224,6 +224,39 @@ impl Cluster {
         );
     }
 
+    /// Run ocfk8s with `args`, calling `act` once when a line of its error
+    /// output contains `at`; the whole run.
+    pub fn acting_at(&self, args: &[&str], at: &str, act: impl FnOnce()) -> Run {
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ocfk8s");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut act = Some(act);
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.expect("line");
+            if line.contains(at) {
+                if let Some(act) = act.take() {
+                    act();
+                }
+            }
+            lines.push(line);
+        }
+        let output = child.wait_with_output().expect("wait");
+        assert!(
+            act.is_none(),
+            "{at:?} never appeared:\n{}",
+            lines.join("\n")
+        );
+        let mut run: Run = output.into();
+        run.stderr = lines.join("\n");
+        crate::common::assert_no_key_material("error output", &run.stderr);
+        run
+    }
+
     /// Run ocfk8s with `args` and SIGKILL it after `delay` if it is still
     /// running: whether it was killed, and its exit status otherwise.
     pub fn killed_after(&self, args: &[&str], delay: Duration) -> (bool, Option<i32>) {
