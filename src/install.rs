@@ -18,6 +18,7 @@
 use std::fmt::Write as _;
 
 use crate::inventory::Cluster;
+use crate::remote::shell::quote;
 
 /// One binary a host runs from `bin_dir`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,11 +195,17 @@ pub(crate) fn apt_script(request: &AptRequest) -> String {
     script.push_str("export DEBIAN_FRONTEND=noninteractive LC_ALL=C\n");
     let _ = writeln!(script, "keyring='{KUBERNETES_KEYRING}'");
     let _ = writeln!(script, "source_list='{KUBERNETES_SOURCE}'");
-    let _ = writeln!(script, "repository='{}'", request.repository());
-    let _ = writeln!(script, "version='{}'", request.kubernetes_version);
+    // Values go in quoted (the version is validated, the package names
+    // are ocfk8s's own: quoted all the same, so no value is ever code).
+    let _ = writeln!(script, "repository={}", quote(&request.repository()));
+    let _ = writeln!(script, "version={}", quote(&request.kubernetes_version));
     script.push_str("policy=/usr/sbin/policy-rc.d\n");
-    let _ = writeln!(script, "debian='{}'", request.debian.join(" "));
-    let _ = writeln!(script, "kubernetes='{}'", request.kubernetes.join(" "));
+    let _ = writeln!(script, "debian={}", quote(&request.debian.join(" ")));
+    let _ = writeln!(
+        script,
+        "kubernetes={}",
+        quote(&request.kubernetes.join(" "))
+    );
     script.push_str(
         r#"status() { dpkg-query -W -f='${db:Status-Abbrev}|${Version}' "$1" 2>/dev/null || true; }
 # Debian's CNI plugins live in /usr/lib/cni; containerd and flannel's own

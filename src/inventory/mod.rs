@@ -19,7 +19,7 @@ pub use cluster::*;
 pub use diagnostic::{Diagnostic, Location};
 pub use resolve::Resolved;
 pub use starter::starter_inventory;
-pub(crate) use syntax::{canonical, family, is_dns_label, not_a_label, same_family};
+pub(crate) use syntax::{canonical, family, is_dns_label, not_a_label, same_family, shown};
 pub use syntax::{unusable_address, SUPPORTED_KUBERNETES_MINORS};
 
 use crate::error::bad_input;

@@ -83,8 +83,8 @@ pub(crate) fn run(
             )
         };
         return Err(bad_input(format!(
-            "add-master: {:?} is not a master in the inventory; {hint}",
-            crate::input_file::excerpt(name, 64)
+            "add-master: {} is not a master in the inventory; {hint}",
+            crate::inventory::shown(name)
         )));
     };
     if cluster.masters.len() == 1 {

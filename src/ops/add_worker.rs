@@ -39,8 +39,8 @@ pub(crate) fn run(
             )
         };
         return Err(bad_input(format!(
-            "add-worker: {:?} is not a worker in the inventory; {hint}",
-            crate::input_file::excerpt(name, 64)
+            "add-worker: {} is not a worker in the inventory; {hint}",
+            crate::inventory::shown(name)
         )));
     };
     if snapshot {

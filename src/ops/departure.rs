@@ -545,7 +545,7 @@ pub(crate) async fn clean_host(
 /// own apiserver: nothing when the Node does not exist (`absent`), else
 /// `cordon`, `drain` when asked, and `delete node`, each printed as done;
 /// or, to probe, only `present`.
-fn node_object_script(
+pub(crate) fn node_object_script(
     cluster: &Cluster,
     master: &Node,
     super_admin: &[u8],
@@ -614,7 +614,7 @@ fn node_object_script(
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NodeAction {
+pub(crate) enum NodeAction {
     Probe,
     Remove { drain: bool },
 }

@@ -15,6 +15,8 @@ pub(crate) mod preflight;
 pub(crate) mod remove_master;
 pub(crate) mod remove_worker;
 pub(crate) mod rotate;
+#[cfg(test)]
+mod script_escaping;
 pub(crate) mod settings;
 pub(crate) mod snapshot;
 pub(crate) mod status;

@@ -58,8 +58,8 @@ fn chosen(
     for name in request.only {
         if cluster.node(name).is_none() {
             return Err(bad_input(format!(
-                "rotate-certs: --only {:?}: not a host in the inventory {}",
-                crate::input_file::excerpt(name, 64),
+                "rotate-certs: --only {}: not a host in the inventory {}",
+                crate::inventory::shown(name),
                 cluster.inventory_path.display()
             )));
         }

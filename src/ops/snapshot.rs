@@ -191,6 +191,15 @@ pub(crate) fn save_script(bin_dir: &str, endpoint: &str) -> String {
     )
 }
 
+/// The script that prints the saved snapshot in `dir` and removes the
+/// folder.
+pub(crate) fn copy_script(dir: &str) -> String {
+    format!(
+        "cat {dir}/snapshot.db; status=$?; rm -rf {dir}; exit $status",
+        dir = crate::remote::shell::quote(dir)
+    )
+}
+
 /// Parse what [`save_script`] printed.
 pub(crate) fn parse_saved(output: &str) -> anyhow::Result<RemoteSnapshot> {
     let mut dir = None;
@@ -254,10 +263,7 @@ pub(crate) async fn take(
         let saved =
             parse_saved(&saved.stdout).with_context(|| format!("{}: etcd snapshot", host.name))?;
         let copy = host
-            .exec(&format!(
-                "cat {dir}/snapshot.db; status=$?; rm -rf {dir}; exit $status",
-                dir = crate::remote::shell::quote(&saved.dir)
-            ))
+            .exec(&copy_script(&saved.dir))
             .await
             .with_context(|| format!("{}: etcd snapshot: copying it", host.name))?;
         if copy.status != Some(0) {

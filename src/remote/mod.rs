@@ -20,12 +20,18 @@ mod write;
 
 pub(crate) use certs::{read_certificates, HostCertificate};
 #[cfg(test)]
+pub(crate) use facts::facts_script;
+#[cfg(test)]
 pub(crate) use facts::Listener;
 pub(crate) use facts::{read_facts, BinaryPresence, FactsRequest, HostFacts};
 pub(crate) use fanout::for_each_host;
 pub(crate) use session::{Connector, Host};
-#[cfg(test)]
-pub(crate) use state::RemoteFile;
 pub(crate) use state::{read_files, read_state, HostState};
+#[cfg(test)]
+pub(crate) use state::{state_script, RemoteFile};
+#[cfg(test)]
+pub(crate) use upload::receive_script;
 pub(crate) use upload::upload_file;
+#[cfg(test)]
+pub(crate) use write::write_script;
 pub(crate) use write::{write_files, FileWrite, WriteReport, TEMPORARY_MARKER};

@@ -330,6 +330,29 @@ impl Host {
                 self.user
             );
         }
+        // sudo's own refusals (`requiretty`, a user sudo does not know):
+        // status 1, nothing printed, stderr from sudo itself. No script
+        // ocfk8s sends calls sudo, so the message is sudo's.
+        if self.sudo
+            && output.status.code() == Some(1)
+            && output.stdout.is_empty()
+            && stderr.starts_with("sudo: ")
+        {
+            bail!(
+                "user {} cannot become root through `sudo -n`: {stderr}; allow it sudo without a password and without a terminal, or connect as root",
+                self.user
+            );
+        }
+        if self.sudo
+            && output.status.code() == Some(127)
+            && (stderr.contains("sudo: not found") || stderr.contains("sudo: command not found"))
+        {
+            bail!(
+                "user {} is not root and sudo is not installed on the host: install sudo (and allow {} passwordless sudo), or connect as root",
+                self.user,
+                self.user
+            );
+        }
         if output.status.code() == Some(255) {
             bail!("the SSH connection failed: {stderr}");
         }

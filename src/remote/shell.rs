@@ -6,14 +6,15 @@ pub(crate) fn quote(text: &str) -> String {
 }
 
 /// A path that can travel through the line-oriented scripts: absolute, no
-/// newline, no `..`.
+/// control character (a newline would split a line, and `sh` drops NUL, so
+/// the path used would not be the one checked), no backslash, no `..`.
 pub(crate) fn check_path(path: &str) -> anyhow::Result<()> {
     if !path.starts_with('/')
-        || path.contains('\n')
+        || path.chars().any(char::is_control)
         || path.contains('\\')
         || path.split('/').any(|part| part == "..")
     {
-        anyhow::bail!("refusing to manage the path {path:?}: it must be absolute, without `..`, newlines or backslashes");
+        anyhow::bail!("refusing to manage the path {path:?}: it must be absolute, without `..`, control characters or backslashes");
     }
     Ok(())
 }
@@ -46,6 +47,8 @@ mod tests {
         assert!(check_path("etc/x").is_err());
         assert!(check_path("/etc/../x").is_err());
         assert!(check_path("/etc/x\ny").is_err());
+        assert!(check_path("/etc/x\0y").is_err());
+        assert!(check_path("/etc/x\ty").is_err());
         assert!(check_path("/etc/kubernetes/pki/ca.crt").is_ok());
     }
 

@@ -64,29 +64,36 @@ pub(crate) fn apply_script(changes: &[ServiceChange]) -> anyhow::Result<String> 
         if units::unit(&change.unit).daemon {
             let _ = writeln!(
                 script,
-                "systemctl enable {unit} >/dev/null 2>&1 || fail \"systemctl enable {unit} failed\""
+                "systemctl enable {unit} >/dev/null 2>&1 || fail {}",
+                quote(&format!("systemctl enable {} failed", change.unit))
             );
         }
         if change.action == ServiceAction::Reload {
             if let Some(check) = config_check(&change.unit) {
                 let _ = writeln!(
                     script,
-                    "out=$({check} 2>&1) || fail \"{unit}: configuration check \\`{check}\\` failed: $out\""
+                    "out=$({check} 2>&1) || fail {}\"$out\"",
+                    quote(&format!(
+                        "{}: configuration check `{check}` failed: ",
+                        change.unit
+                    ))
                 );
             }
         }
         let verb = change.action.verb();
         let _ = writeln!(
             script,
-            "out=$(systemctl {verb} {unit} 2>&1) || fail \"systemctl {verb} {unit} failed: $out\""
+            "out=$(systemctl {verb} {unit} 2>&1) || fail {}\"$out\"",
+            quote(&format!("systemctl {verb} {} failed: ", change.unit))
         );
         let stamp = format!("{STAMP_DIR}/{}", change.unit);
         let _ = writeln!(
             script,
-            "printf '%s\\n' {inputs} > {temporary} && mv -f {temporary} {stamp} || fail 'cannot record the inputs of {unit}'",
+            "printf '%s\\n' {inputs} > {temporary} && mv -f {temporary} {stamp} || fail {failed}",
             inputs = quote(&change.inputs_sha256),
             temporary = quote(&format!("{stamp}.tmp")),
             stamp = quote(&stamp),
+            failed = quote(&format!("cannot record the inputs of {}", change.unit)),
         );
         let _ = writeln!(script, "echo {}", quote(&format!("{verb} {}", change.unit)));
     }
@@ -188,7 +195,7 @@ mod tests {
         assert!(!output.status.success());
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            stderr.contains("systemctl start 'bad.service' failed: Job failed"),
+            stderr.contains("systemctl start bad.service failed: Job failed"),
             "{stderr}"
         );
         let stamps = dir.path().join("stamps");
