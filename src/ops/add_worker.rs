@@ -43,6 +43,9 @@ pub(crate) fn run(
             crate::inventory::shown(name)
         )));
     };
+    // The run lock first: while another run changes the cluster, this one
+    // is refused at once, before it reaches any host (the snapshot too).
+    let lock = super::bootstrap::take_run_lock(cluster, "add-worker", printer)?;
     if snapshot {
         let taken = super::snapshot::run(
             cluster,
@@ -56,5 +59,13 @@ pub(crate) fn run(
         )?;
         super::snapshot::announce(&taken, printer);
     }
-    super::bootstrap::converge(cluster, settings, &[node], &PHASES, "add-worker", printer)
+    super::bootstrap::converge_held(
+        cluster,
+        settings,
+        &[node],
+        &PHASES,
+        lock,
+        printer,
+        &super::bootstrap::Converge,
+    )
 }

@@ -80,7 +80,7 @@ pub(crate) trait Operation {
 }
 
 /// `bootstrap`'s operation: `phases` in order.
-struct Converge;
+pub(crate) struct Converge;
 
 impl Operation for Converge {
     async fn apply(&self, run: &Run<'_>) -> anyhow::Result<()> {
@@ -104,6 +104,27 @@ pub(crate) fn converge(
     )
 }
 
+/// Take the run lock of `cluster` exclusively as `command`, or fail at
+/// once naming the run that holds it.
+pub(crate) fn take_run_lock(
+    cluster: &Cluster,
+    command: &str,
+    printer: &Printer,
+) -> anyhow::Result<crate::lock::RunLock> {
+    let lock = crate::lock::acquire(&cluster.pki_dir, command)?;
+    printer.detail(&format!("holding the run lock {}", lock.path().display()));
+    Ok(lock)
+}
+
+/// The run lock a converging run works under.
+enum RunLockOf<'a> {
+    /// Taken as the run starts, as this command.
+    Command(&'a str),
+    /// Taken earlier by a command that must hold it before it reads the
+    /// store or reaches any host (see [`take_run_lock`]).
+    Held(crate::lock::RunLock),
+}
+
 /// Connect to `nodes` under the run lock taken as `command`, check them
 /// for `phases` (preflight) and apply `operation`.
 pub(crate) fn converge_with(
@@ -115,10 +136,53 @@ pub(crate) fn converge_with(
     printer: &Printer,
     operation: &impl Operation,
 ) -> anyhow::Result<()> {
+    converge_under(
+        cluster,
+        settings,
+        nodes,
+        phases,
+        RunLockOf::Command(command),
+        printer,
+        operation,
+    )
+}
+
+/// [`converge_with`] under the run lock `lock` the caller already holds.
+pub(crate) fn converge_held(
+    cluster: &Cluster,
+    settings: &RunSettings,
+    nodes: &[&Node],
+    phases: &[Phase],
+    lock: crate::lock::RunLock,
+    printer: &Printer,
+    operation: &impl Operation,
+) -> anyhow::Result<()> {
+    converge_under(
+        cluster,
+        settings,
+        nodes,
+        phases,
+        RunLockOf::Held(lock),
+        printer,
+        operation,
+    )
+}
+
+fn converge_under(
+    cluster: &Cluster,
+    settings: &RunSettings,
+    nodes: &[&Node],
+    phases: &[Phase],
+    lock: RunLockOf<'_>,
+    printer: &Printer,
+    operation: &impl Operation,
+) -> anyhow::Result<()> {
     // Local checks first: a missing file to upload changes nothing anywhere.
     let work = install::prepare(cluster, phases)?;
-    let lock = crate::lock::acquire(&cluster.pki_dir, command)?;
-    printer.detail(&format!("holding the run lock {}", lock.path().display()));
+    let lock = match lock {
+        RunLockOf::Command(command) => take_run_lock(cluster, command, printer)?,
+        RunLockOf::Held(lock) => lock,
+    };
 
     fleet::runtime()?.block_on(async {
         printer.info(&format!(
@@ -155,7 +219,14 @@ pub(crate) fn converge_with(
             only: None,
         };
         let result = match run.preflight() {
-            Ok(()) => operation.apply(&run).await,
+            Ok(()) => {
+                let applied = std::pin::pin!(operation.apply(&run));
+                let kept = std::pin::pin!(fleet.keep_alive());
+                match futures::future::select(applied, kept).await {
+                    futures::future::Either::Left((result, _)) => result,
+                    futures::future::Either::Right((never, _)) => match never {},
+                }
+            }
             Err(error) => Err(error),
         };
         drop(progress);

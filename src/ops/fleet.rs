@@ -22,6 +22,9 @@ use crate::render::HostFiles;
 use super::install::InstallWork;
 use super::preflight::{self, Problems};
 
+/// Well inside the masters' `ControlPersist` idle timeout (60 s).
+const KEEP_ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub(crate) struct Fleet {
     connector: Connector,
     /// Connected hosts, in inventory order.
@@ -304,6 +307,18 @@ impl Fleet {
     }
 
     /// Close every master connection and remove the control folder.
+    /// Keep every host's master connection alive, forever: run it beside
+    /// an operation. Without it a host left idle through a long rolling
+    /// step (masters restarted one at a time while the workers wait) loses
+    /// its master to the `ControlPersist` idle timeout, and the run fails
+    /// there with "the connection was terminated".
+    pub(crate) async fn keep_alive(&self) -> std::convert::Infallible {
+        loop {
+            tokio::time::sleep(KEEP_ALIVE_EVERY).await;
+            futures::future::join_all(self.hosts.iter().map(Host::keep_alive)).await;
+        }
+    }
+
     pub(crate) async fn close(self) {
         futures::future::join_all(self.hosts.into_iter().map(Host::close)).await;
         drop(self.connector);

@@ -49,12 +49,8 @@ pub(crate) struct Request<'a> {
     pub(crate) dry_run: bool,
 }
 
-/// The leaves a request picks, by store base (`nodes/m1/apiserver`).
-fn chosen(
-    cluster: &Cluster,
-    request: &Request<'_>,
-    printer: &Printer,
-) -> anyhow::Result<Vec<(LeafSpec, Option<i64>)>> {
+/// `--only` names hosts of the inventory.
+fn check_only(cluster: &Cluster, request: &Request<'_>) -> anyhow::Result<()> {
     for name in request.only {
         if cluster.node(name).is_none() {
             return Err(bad_input(format!(
@@ -64,8 +60,17 @@ fn chosen(
             )));
         }
     }
-    let store = crate::pki::load(cluster, printer)?;
-    let report = crate::pki::inspect::inspect(&store)?;
+    Ok(())
+}
+
+/// The leaves a request picks from `store`, by store base
+/// (`nodes/m1/apiserver`).
+fn chosen(
+    cluster: &Cluster,
+    request: &Request<'_>,
+    store: &crate::pki::Store,
+) -> anyhow::Result<Vec<(LeafSpec, Option<i64>)>> {
+    let report = crate::pki::inspect::inspect(store)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut chosen = Vec::new();
     for spec in certlist::leaves(cluster) {
@@ -101,7 +106,20 @@ pub(crate) fn run(
     request: &Request<'_>,
     printer: &Printer,
 ) -> anyhow::Result<()> {
-    let chosen = chosen(cluster, request, printer)?;
+    check_only(cluster, request)?;
+    // A dry run only reads the store; a rotation takes the run lock before
+    // it reads the store, so it is refused at once (not kept waiting) while
+    // another run changes the cluster.
+    let lock = if request.dry_run {
+        None
+    } else {
+        Some(bootstrap::take_run_lock(cluster, "rotate-certs", printer)?)
+    };
+    let store = match &lock {
+        Some(lock) => crate::pki::load_locked(cluster, lock, printer)?,
+        None => crate::pki::load(cluster, printer)?,
+    };
+    let chosen = chosen(cluster, request, &store)?;
     if chosen.is_empty() {
         printer.output(&match request.expiring_within {
             Some(within) => format!(
@@ -112,18 +130,18 @@ pub(crate) fn run(
         });
         return Ok(());
     }
-    if request.dry_run {
+    let Some(lock) = lock else {
         printer.output(&dry_run_text(cluster, &chosen));
         return Ok(());
-    }
+    };
     let bases: BTreeSet<String> = chosen.into_iter().map(|(spec, _)| spec.base).collect();
     let nodes: Vec<&Node> = cluster.nodes().collect();
-    bootstrap::converge_with(
+    bootstrap::converge_held(
         cluster,
         settings,
         &nodes,
         &PHASES,
-        "rotate-certs",
+        lock,
         printer,
         &Rotate { bases },
     )
@@ -247,8 +265,8 @@ pub(crate) fn run_ca(
     request: &CaRequest,
     printer: &Printer,
 ) -> anyhow::Result<()> {
-    let rotation = crate::pki::ca_rotation_state(cluster, printer)?;
     if request.dry_run {
+        let rotation = crate::pki::ca_rotation_state(cluster, printer)?;
         let done = rotation.step();
         let mut out = format!("{}\n", rotation.report().summary);
         let last = if request.all { 3 } else { done + 1 };

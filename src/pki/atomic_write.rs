@@ -174,33 +174,19 @@ pub(crate) fn write_batch_until(
             .map(|file| file.relative.as_str())
             .chain(removals.iter().map(String::as_str)),
     );
-    for folder in &folders {
-        if !folder.is_dir() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(FOLDER)
-                .create(folder)
-                .with_context(|| format!("creating folder {}", folder.display()))?;
-        }
-    }
-
     let renames: Vec<(String, &NewFile)> = files
         .iter()
         .map(|file| (temporary_name(&file.relative), file))
         .collect();
-    let written = io_pool()?.install(|| {
-        renames
-            .par_iter()
-            .map(|(temporary, file)| write_synced(&root.join(temporary), &file.contents, file.mode))
-            .collect::<Vec<_>>()
-    });
-    if let Some(error) = written.into_iter().find_map(Result::err) {
-        for (temporary, _) in &renames {
-            let _ = std::fs::remove_file(root.join(temporary));
-        }
+    let mut created = Vec::new();
+    let prepared = create_folders(root, &folders, &mut created)
+        .and_then(|()| write_temporaries(root, &renames, &folders));
+    if let Err(error) = prepared {
+        // Nothing was committed: take back what this batch added (a full
+        // disk must leave the store as it was, not merely recoverable).
+        undo_uncommitted(&renames, &created, root);
         return Err(error);
     }
-    sync_folders(&folders)?;
 
     #[cfg(test)]
     if interrupt == Interrupt::BeforeCommit {
@@ -223,13 +209,20 @@ pub(crate) fn write_batch_until(
     journal.push_str(JOURNAL_END);
     journal.push('\n');
     let journal_temporary = root.join(temporary_name(JOURNAL));
-    write_synced(&journal_temporary, journal.as_bytes(), PRIVATE)?;
-    std::fs::rename(&journal_temporary, root.join(JOURNAL)).with_context(|| {
-        format!(
-            "committing the batch journal {}",
-            root.join(JOURNAL).display()
-        )
-    })?;
+    if let Err(error) = write_synced(&journal_temporary, journal.as_bytes(), PRIVATE) {
+        undo_uncommitted(&renames, &created, root);
+        return Err(error);
+    }
+    if let Err(error) = std::fs::rename(&journal_temporary, root.join(JOURNAL)) {
+        let _ = std::fs::remove_file(&journal_temporary);
+        undo_uncommitted(&renames, &created, root);
+        return Err(error).with_context(|| {
+            format!(
+                "committing the batch journal {}",
+                root.join(JOURNAL).display()
+            )
+        });
+    }
     sync_folder(root)?;
     #[cfg(test)]
     if interrupt == Interrupt::AfterCommit {
@@ -246,6 +239,71 @@ pub(crate) fn write_batch_until(
     apply(root, &operations)?;
     sync_folders(&folders)?;
     finish_journal(root)
+}
+
+/// Create the batch's missing folders (0700), recording each one created,
+/// outermost first.
+fn create_folders(
+    root: &Path,
+    folders: &BTreeSet<PathBuf>,
+    created: &mut Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    for folder in folders {
+        let mut missing = Vec::new();
+        let mut ancestor = folder.as_path();
+        while !ancestor.is_dir() && ancestor.starts_with(root) {
+            missing.push(ancestor.to_path_buf());
+            match ancestor.parent() {
+                Some(parent) => ancestor = parent,
+                None => break,
+            }
+        }
+        for path in missing.into_iter().rev() {
+            match DirBuilder::new().mode(FOLDER).create(&path) {
+                Ok(()) => created.push(path),
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("creating folder {}", path.display()))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write and fsync every temporary of the batch, then its folders.
+fn write_temporaries(
+    root: &Path,
+    renames: &[(String, &NewFile)],
+    folders: &BTreeSet<PathBuf>,
+) -> anyhow::Result<()> {
+    let written = io_pool()?.install(|| {
+        renames
+            .par_iter()
+            .map(|(temporary, file)| write_synced(&root.join(temporary), &file.contents, file.mode))
+            .collect::<Vec<_>>()
+    });
+    if let Some(error) = written.into_iter().find_map(Result::err) {
+        return Err(error).context(format!(
+            "writing {} new file(s) into the PKI store {}; nothing was changed",
+            renames.len(),
+            root.display()
+        ));
+    }
+    sync_folders(folders)
+}
+
+/// Remove the temporaries and the folders of a batch that failed before
+/// its commit (innermost folders first; a folder something else filled
+/// meanwhile stays).
+fn undo_uncommitted(renames: &[(String, &NewFile)], created: &[PathBuf], root: &Path) {
+    for (temporary, _) in renames {
+        let _ = std::fs::remove_file(root.join(temporary));
+    }
+    for folder in created.iter().rev() {
+        let _ = std::fs::remove_dir(folder);
+    }
 }
 
 fn renames_of(renames: &[(String, &NewFile)]) -> Vec<(String, String)> {
@@ -556,6 +614,42 @@ mod tests {
         assert!(!has_journal(&root));
         assert!(!root.join("nodes/n/.e.key.00000000000000cc.tmp").exists());
         assert!(root.join("nodes/n/.notes.tmp").exists(), "not ours");
+    }
+
+    #[test]
+    fn a_batch_failing_before_its_commit_leaves_the_store_as_it_was() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("store");
+        let lock = crate::lock::acquire(&root, "test").expect("lock");
+        // A regular file where the batch needs a folder: its write fails
+        // after the others' temporaries and folders were made.
+        std::fs::write(root.join("z"), "not a folder").expect("write");
+        let error = write_batch(
+            &lock,
+            &root,
+            &[
+                file("a.key", "a"),
+                file("nodes/n/b.key", "b"),
+                file("z/c.key", "c"),
+            ],
+        )
+        .expect_err("a file in a folder's place");
+        assert!(
+            format!("{error:#}").contains("nothing was changed"),
+            "{error:#}"
+        );
+        let mut left: Vec<String> = std::fs::read_dir(&root)
+            .expect("list")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        left.sort();
+        assert_eq!(left, [crate::lock::LOCK_FILE, "z"]);
     }
 
     #[test]

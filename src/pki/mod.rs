@@ -120,7 +120,14 @@ pub(crate) fn recover(lock: &RunLock, cluster: &Cluster, printer: &Printer) -> a
 /// missing. See [`generate_locked`].
 pub fn generate(cluster: &Cluster, printer: &Printer) -> anyhow::Result<Generated> {
     let lock = lock_for_writing(cluster, "pki generate", printer)?;
-    generate_locked(cluster, &lock).map(|(generated, _)| generated)
+    match generate_locked(cluster, &lock) {
+        Ok((generated, _)) => Ok(generated),
+        Err(error) => {
+            // A first run that failed (a full disk) leaves no store behind.
+            lock.release_unused_store();
+            Err(error)
+        }
+    }
 }
 
 /// Re-issue the leaves `select` picks (new keys, new serials, same CAs)

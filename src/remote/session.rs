@@ -322,7 +322,15 @@ impl Host {
             stdin.shutdown().await
         };
         let (fed, output) = tokio::join!(feed, child.wait_with_output());
-        let output = output.context("waiting for the remote shell")?;
+        let output = output.map_err(|error| match error {
+            // The mux protocol cannot tell a killed shell from a lost
+            // connection; either way the host's side may be partly done.
+            openssh::Error::RemoteProcessTerminated => anyhow::anyhow!(
+                "the remote shell ended without an exit status: it was killed, or the SSH \
+                 connection was lost (sshd stopped or the host went away); re-run once the host answers"
+            ),
+            other => anyhow::Error::new(other).context("waiting for the remote shell"),
+        })?;
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
         if self.sudo && !output.status.success() && stderr.contains("password is required") {
             bail!(
@@ -364,6 +372,14 @@ impl Host {
             stdout: output.stdout,
             stderr,
         })
+    }
+
+    /// Tell the host's master connection that the run still needs it: a
+    /// mux client counts as activity, so its `ControlPersist` idle timer
+    /// (short, for a crashed run's sake) starts again. A dead connection
+    /// is left for the next real command to report.
+    pub(crate) async fn keep_alive(&self) {
+        let _ = self.session.check().await;
     }
 
     /// Close the master connection.

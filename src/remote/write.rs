@@ -8,8 +8,12 @@
 //!
 //! The whole script is one shell function called on its last line: the shell
 //! parses a function completely before running it, so a script cut short (the
-//! run was killed while sending it) runs nothing at all. Temporaries that a
-//! run killed mid-way leaves behind are removed by the next run's batch.
+//! run was killed while sending it) runs nothing at all. A batch that fails
+//! on the host (a full filesystem, a folder in a file's place) removes its
+//! own temporaries on the way out and names the file it could not write;
+//! the lost connection of a killed sshd does not stop it half-way (SIGHUP
+//! and SIGPIPE are ignored: it finishes or fails cleanly). Temporaries that
+//! a run killed mid-way leaves behind are removed by the next run's batch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -58,7 +62,7 @@ pub(crate) fn write_script(
     suffix: &str,
 ) -> anyhow::Result<String> {
     let engine = base64::engine::general_purpose::STANDARD;
-    let mut script = String::from("ocfk8s_write() {\nset -e\numask 077\n");
+    let mut script = String::from("ocfk8s_write() {\nset -e\numask 077\ntrap '' HUP PIPE\n");
     if !stray.is_empty() {
         script.push_str("rm -f --");
         for path in stray {
@@ -95,7 +99,20 @@ pub(crate) fn write_script(
         }
         script.push('\n');
     }
-    let mut temporaries = Vec::new();
+    let temporaries: Vec<(String, &str)> = writes
+        .iter()
+        .filter(|write| write.contents_differ)
+        .map(|write| (temporary_path(write.path, suffix), write.path))
+        .collect();
+    if !temporaries.is_empty() {
+        // Whatever stops the batch before its renames (a full disk, a
+        // folder in a file's place) takes this batch's temporaries with it.
+        let mut remove = String::from("rm -f --");
+        for (temporary, _) in &temporaries {
+            let _ = write!(remove, " {}", quote(temporary));
+        }
+        let _ = writeln!(script, "trap {} EXIT", quote(&remove));
+    }
     // Ownership and modes are set in one command per mode, not per file: a
     // master's first push is some fifty files.
     let mut to_own = Vec::new();
@@ -115,7 +132,12 @@ pub(crate) fn write_script(
             "if [ -d {target} ] && [ ! -L {target} ]; then echo {target}' is a folder, not a file' >&2; exit 1; fi",
             target = quote(write.path),
         );
-        let _ = writeln!(script, "base64 -d > {} <<'OCFK8S_EOF'", quote(&temporary));
+        let _ = writeln!(
+            script,
+            "base64 -d > {} <<'OCFK8S_EOF' || {{ echo 'cannot write '{}': no file was changed' >&2; exit 1; }}",
+            quote(&temporary),
+            quote(write.path)
+        );
         for chunk in encoded.as_bytes().chunks(76) {
             script.push_str(std::str::from_utf8(chunk).unwrap_or_default());
             script.push('\n');
@@ -123,7 +145,6 @@ pub(crate) fn write_script(
         script.push_str("OCFK8S_EOF\n");
         to_own.push(quote(&temporary));
         by_mode.entry(mode).or_default().push(quote(&temporary));
-        temporaries.push((temporary, write.path));
     }
     if !to_own.is_empty() {
         let _ = writeln!(script, "chown 0:0 -- {}", to_own.join(" "));
@@ -140,6 +161,7 @@ pub(crate) fn write_script(
         for (temporary, target) in &temporaries {
             let _ = writeln!(script, "mv -f -- {} {}", quote(temporary), quote(target));
         }
+        script.push_str("trap - EXIT\n");
         script.push_str("sync --");
         for folder in &new_folders {
             let _ = write!(script, " {}", quote(folder));
@@ -265,6 +287,53 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["app.conf", "mode.conf", "pki"]);
+    }
+
+    #[test]
+    fn a_full_disk_names_the_file_changes_nothing_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().to_str().expect("utf-8");
+        let first = format!("{root}/a.conf");
+        let second = format!("{root}/b.conf");
+        std::fs::write(&first, "old a").expect("write");
+        let writes = [
+            FileWrite {
+                path: &first,
+                contents: b"new a",
+                mode: 0o644,
+                contents_differ: true,
+            },
+            FileWrite {
+                path: &second,
+                contents: b"new b",
+                mode: 0o600,
+                contents_differ: true,
+            },
+        ];
+        // The second temporary lands on a device that is always full.
+        std::os::unix::fs::symlink("/dev/full", temporary_path(&second, "full")).expect("symlink");
+        let script = write_script(&writes, &[], "full").expect("script");
+        let output = run_locally(&script);
+
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("No space left on device"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("cannot write {second}: no file was changed")),
+            "{stderr}"
+        );
+        assert_eq!(std::fs::read(&first).expect("read"), b"old a");
+        let left: Vec<String> = std::fs::read_dir(root)
+            .expect("list")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(left, ["a.conf"]);
     }
 
     #[test]
