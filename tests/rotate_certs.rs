@@ -113,6 +113,38 @@ fn leaves_rotate_member_by_member_without_a_failed_read() {
     }
     assert_eq!(store(&cluster), before, "--dry-run changed the store");
 
+    // A host holding another cluster's CA is refused before anything
+    // changes (exit 2, the host named).
+    let foreign = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-days", "30", "-subj", "/CN=kubernetes", "-keyout", "/dev/null",
+        ])
+        .output()
+        .expect("openssl");
+    assert!(foreign.status.success(), "{foreign:?}");
+    cluster.sandbox.ssh(
+        "w1",
+        "cp /etc/kubernetes/pki/ca.crt /etc/kubernetes/pki/ca.crt.ours",
+    );
+    std::fs::write(cluster.sandbox.dir.path().join("foreign-ca.crt"), &foreign.stdout)
+        .expect("write");
+    cluster.sandbox.ssh(
+        "w1",
+        &format!(
+            "cat {} > /etc/kubernetes/pki/ca.crt",
+            cluster.sandbox.dir.path().join("foreign-ca.crt").display()
+        ),
+    );
+    let refused = cluster.run(&["rotate-certs"]);
+    assert_eq!(refused.status, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("w1: /etc/kubernetes/pki/ca.crt"), "{}", refused.stderr);
+    assert_eq!(store(&cluster), before, "a refused rotation changed the store");
+    cluster.sandbox.ssh(
+        "w1",
+        "mv /etc/kubernetes/pki/ca.crt.ours /etc/kubernetes/pki/ca.crt",
+    );
+
     // --expiring-within rotates only the leaf that expires soon: w1's
     // kubelet serving certificate, re-signed by the same CA for 2 days.
     let pki = cluster.pki("");

@@ -221,7 +221,8 @@ impl Operation for Rotate {
         let cluster = run.cluster;
         let printer = run.printer;
         let view = healthy_etcd(run, "rotate-certs").await?;
-        crate::pki::recover(run.lock, cluster, printer)?;
+        let store = bootstrap::pki_phase(cluster, run.lock, printer)?;
+        refuse_foreign_hosts(run, &store).await?;
         let reissued =
             crate::pki::reissue_locked(cluster, run.lock, |spec| self.bases.contains(&spec.base))?;
         printer.info(&format!(
@@ -306,18 +307,7 @@ impl Operation for RotateCa {
         let printer = run.printer;
         let view = healthy_etcd(run, "rotate-certs --ca").await?;
         let store = bootstrap::pki_phase(cluster, run.lock, printer)?;
-        // A host of another cluster is refused before anything changes.
-        for host in &run.fleet.hosts {
-            let output = host
-                .exec("cat /etc/kubernetes/pki/ca.crt 2>/dev/null")
-                .await
-                .map_err(|error| error.context(format!("{}: reading its cluster CA", host.name)))?;
-            if output.status == Some(0) && !output.stdout.is_empty() {
-                crate::pki::ca_rotation::same_cluster_ca(cluster, &store, &output.stdout).map_err(
-                    |error| error.context(format!("{}: /etc/kubernetes/pki/ca.crt", host.name)),
-                )?;
-            }
-        }
+        refuse_foreign_hosts(run, &store).await?;
         let members = view.members;
         let mut store = store;
         loop {
@@ -352,6 +342,23 @@ impl Operation for RotateCa {
         printer.output(&rotation.report().summary);
         Ok(())
     }
+}
+
+/// Refuse (exit 2, before anything changes) a host whose cluster CA is not
+/// one of the store's: a host of another cluster.
+async fn refuse_foreign_hosts(run: &Run<'_>, store: &crate::pki::Store) -> anyhow::Result<()> {
+    for host in &run.fleet.hosts {
+        let output = host
+            .exec("cat /etc/kubernetes/pki/ca.crt 2>/dev/null")
+            .await
+            .map_err(|error| error.context(format!("{}: reading its cluster CA", host.name)))?;
+        if output.status == Some(0) && !output.stdout.is_empty() {
+            crate::pki::ca_rotation::same_cluster_ca(run.cluster, store, &output.stdout).map_err(
+                |error| error.context(format!("{}: /etc/kubernetes/pki/ca.crt", host.name)),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuse unless every etcd member is healthy; the view when it is.
