@@ -117,8 +117,19 @@ fn leaves_rotate_member_by_member_without_a_failed_read() {
     // changes (exit 2, the host named).
     let foreign = Command::new("openssl")
         .args([
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-days", "30", "-subj", "/CN=kubernetes", "-keyout", "/dev/null",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=kubernetes",
+            "-keyout",
+            "/dev/null",
         ])
         .output()
         .expect("openssl");
@@ -127,8 +138,11 @@ fn leaves_rotate_member_by_member_without_a_failed_read() {
         "w1",
         "cp /etc/kubernetes/pki/ca.crt /etc/kubernetes/pki/ca.crt.ours",
     );
-    std::fs::write(cluster.sandbox.dir.path().join("foreign-ca.crt"), &foreign.stdout)
-        .expect("write");
+    std::fs::write(
+        cluster.sandbox.dir.path().join("foreign-ca.crt"),
+        &foreign.stdout,
+    )
+    .expect("write");
     cluster.sandbox.ssh(
         "w1",
         &format!(
@@ -138,8 +152,16 @@ fn leaves_rotate_member_by_member_without_a_failed_read() {
     );
     let refused = cluster.run(&["rotate-certs"]);
     assert_eq!(refused.status, 2, "{}", refused.stderr);
-    assert!(refused.stderr.contains("w1: /etc/kubernetes/pki/ca.crt"), "{}", refused.stderr);
-    assert_eq!(store(&cluster), before, "a refused rotation changed the store");
+    assert!(
+        refused.stderr.contains("w1: /etc/kubernetes/pki/ca.crt"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        store(&cluster),
+        before,
+        "a refused rotation changed the store"
+    );
     cluster.sandbox.ssh(
         "w1",
         "mv /etc/kubernetes/pki/ca.crt.ours /etc/kubernetes/pki/ca.crt",
