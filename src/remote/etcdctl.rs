@@ -288,26 +288,13 @@ impl Etcdctl<'_> {
         name: &str,
         peer_url: &str,
     ) -> anyhow::Result<Result<(), String>> {
-        let (status, _, stderr) = self
-            .run(
-                endpoints,
-                &[
-                    "member",
-                    "add",
-                    name,
-                    &format!("--peer-urls={peer_url}"),
-                    "--learner",
-                ],
-            )
-            .await?;
-        if status == Some(0) {
-            return Ok(Ok(()));
-        }
-        let why = error_of(&stderr);
-        if why.contains("unhealthy cluster") {
-            return Ok(Err(why));
-        }
-        anyhow::bail!("etcdctl member add on {} failed: {why}", self.host.name)
+        let peer_urls = format!("--peer-urls={peer_url}");
+        self.reconfigure(
+            endpoints,
+            &["member", "add", name, &peer_urls, "--learner"],
+            &[UNHEALTHY_CLUSTER],
+        )
+        .await
     }
 
     /// Promote the learner `id` to a voting member. `Ok(Err(why))` when
@@ -318,20 +305,12 @@ impl Etcdctl<'_> {
         endpoints: &[String],
         id: u64,
     ) -> anyhow::Result<Result<(), String>> {
-        let (status, _, stderr) = self
-            .run(endpoints, &["member", "promote", &format!("{id:x}")])
-            .await?;
-        if status == Some(0) {
-            return Ok(Ok(()));
-        }
-        let why = error_of(&stderr);
-        if why.contains("not in sync")
-            || why.contains("not ready")
-            || why.contains("unhealthy cluster")
-        {
-            return Ok(Err(why));
-        }
-        anyhow::bail!("etcdctl member promote on {} failed: {why}", self.host.name)
+        self.reconfigure(
+            endpoints,
+            &["member", "promote", &format!("{id:x}")],
+            &["not in sync", "not ready", UNHEALTHY_CLUSTER],
+        )
+        .await
     }
 
     /// Remove member `id` from the cluster. `Ok(Err(why))` when etcd
@@ -341,17 +320,35 @@ impl Etcdctl<'_> {
         endpoints: &[String],
         id: u64,
     ) -> anyhow::Result<Result<(), String>> {
-        let (status, _, stderr) = self
-            .run(endpoints, &["member", "remove", &format!("{id:x}")])
-            .await?;
+        self.reconfigure(
+            endpoints,
+            &["member", "remove", &format!("{id:x}")],
+            &[UNHEALTHY_CLUSTER],
+        )
+        .await
+    }
+
+    /// Run a membership change: `Ok(Err(why))` when etcd's refusal names
+    /// one of `for_now` (try again later), an error for any other failure.
+    async fn reconfigure(
+        &self,
+        endpoints: &[String],
+        args: &[&str],
+        for_now: &[&str],
+    ) -> anyhow::Result<Result<(), String>> {
+        let (status, _, stderr) = self.run(endpoints, args).await?;
         if status == Some(0) {
             return Ok(Ok(()));
         }
         let why = error_of(&stderr);
-        if why.contains("unhealthy cluster") {
+        if for_now.iter().any(|marker| why.contains(marker)) {
             return Ok(Err(why));
         }
-        anyhow::bail!("etcdctl member remove on {} failed: {why}", self.host.name)
+        anyhow::bail!(
+            "etcdctl {} on {} failed: {why}",
+            args[..2.min(args.len())].join(" "),
+            self.host.name
+        )
     }
 
     /// Move leadership to `target`, asked of the current leader's endpoint.
@@ -379,6 +376,10 @@ fn error_of(text: &str) -> String {
         .trim()
         .to_string()
 }
+
+/// etcd's refusal of a membership change while a member was unreachable
+/// in the last seconds (its strict reconfiguration check).
+const UNHEALTHY_CLUSTER: &str = "unhealthy cluster";
 
 fn first_line(text: &str) -> &str {
     text.lines()
