@@ -313,13 +313,24 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// A reader presenting copies of the store's apiserver-etcd-client
+    /// pair taken now: an operation that re-issues the store's pair
+    /// replaces the certificate and the key one rename apart, and a
+    /// client loading the files between them reads a mismatched pair.
     pub fn start(cluster: &Cluster, through: &[&str]) -> Reader {
+        let copies = cluster.sandbox.dir.path().join("reader");
+        std::fs::create_dir_all(&copies).expect("reader folder");
+        let copy = |file: &str| {
+            let to = copies.join(file);
+            std::fs::copy(cluster.pki(file), &to).expect("copy a credential");
+            to
+        };
         Reader::start_with(
             cluster,
             through,
             cluster.pki("etcd/ca.crt"),
-            cluster.pki("apiserver-etcd-client.crt"),
-            cluster.pki("apiserver-etcd-client.key"),
+            copy("apiserver-etcd-client.crt"),
+            copy("apiserver-etcd-client.key"),
         )
     }
 
