@@ -60,6 +60,10 @@ pub struct GlobalArgs {
     /// [default: per gate, 90 s for an etcd member]
     #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub health_timeout: Option<u64>,
+
+    /// Print, when the run ends, how long each step took (to stderr)
+    #[arg(long, global = true)]
+    pub timings: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,7 @@ mod plan;
 pub mod printer;
 mod remote;
 pub mod render;
+pub mod timings;
 mod units;
 
 use cli::{Cli, Command};

@@ -3,8 +3,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     let cli = ocfk8s::cli::Cli::parse();
-    match ocfk8s::run(cli) {
+    if cli.global.timings {
+        ocfk8s::timings::enable(started);
+    }
+    let result = ocfk8s::run(cli);
+    if let Some(report) = ocfk8s::timings::report() {
+        eprint!("{report}");
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = ocfk8s::error::exit_code(&error);

@@ -262,9 +262,34 @@ fn files_reach_ten_hosts_exactly_once_atomically_and_only_over_trusted_paths() {
     assert_status(&plan, 0, "plan after the push");
     assert!(plan.stdout.contains("Nothing to do"), "{}", plan.stdout);
     let before = mtimes(&test.sandbox);
-    let again = test.run(&inventory, &["bootstrap", SKIP_SERVICES]);
+    let again = test.run(&inventory, &["--timings", "bootstrap", SKIP_SERVICES]);
     assert_status(&again, 0, "second bootstrap");
     assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+    // One round trip per host: its facts and its state in one script,
+    // nothing written, every step of the run timed.
+    let step = |name: &str| {
+        again
+            .stderr
+            .lines()
+            .find(|line| line.trim_start().starts_with(&format!("{name} ")))
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+    };
+    let read = step("host facts+state").expect("facts and state timed");
+    assert_eq!(
+        read[read.len() - 3],
+        "10",
+        "one read per host:\n{}",
+        again.stderr
+    );
+    assert!(step("ssh connect").is_some(), "{}", again.stderr);
+    assert!(step("pki store check").is_some(), "{}", again.stderr);
+    assert!(step("total").is_some(), "{}", again.stderr);
+    assert!(
+        step("state read").is_none(),
+        "a second read:\n{}",
+        again.stderr
+    );
+    assert!(step("write").is_none(), "a write:\n{}", again.stderr);
     assert_eq!(
         mtimes(&test.sandbox),
         before,

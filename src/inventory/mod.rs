@@ -31,6 +31,7 @@ use crate::error::bad_input;
 /// Errors are [`crate::error::BadInput`] (exit status 2) listing every
 /// problem, each with its file, line:column and field.
 pub fn load(path: &Path) -> anyhow::Result<Resolved> {
+    let _timer = crate::timings::step("inventory");
     let text = crate::input_file::read_text(path, crate::input_file::MAX_TEXT_FILE)
         .map_err(|error| bad_input(format!("cannot read inventory {}: {error}", path.display())))?;
     from_str(path, &text)

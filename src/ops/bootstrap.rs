@@ -35,7 +35,7 @@ use crate::remote::{self, systemd, Host};
 use crate::render::{EtcdBootstrap, HostFiles};
 
 use super::addons;
-use super::desired::desired_files;
+use super::desired::{desired_files, render_files};
 use super::fleet::{self, Fleet};
 use super::health;
 use super::install::{self, InstallWork};
@@ -77,6 +77,14 @@ pub(crate) fn run(
 /// What a run does once its hosts are connected and preflight passed.
 pub(crate) trait Operation {
     async fn apply(&self, run: &Run<'_>) -> anyhow::Result<()>;
+
+    /// Whether the operation begins with the pki phase and renders every
+    /// host's files from the store as it is: the store is then checked, and
+    /// the files rendered, while the hosts are being connected, so that
+    /// each host's state comes back with its facts.
+    fn renders_from_store(&self) -> bool {
+        false
+    }
 }
 
 /// `bootstrap`'s operation: `phases` in order.
@@ -86,6 +94,10 @@ impl Operation for Converge {
     async fn apply(&self, run: &Run<'_>) -> anyhow::Result<()> {
         run.refuse_masters_outside_etcd().await?;
         run.phases().await
+    }
+
+    fn renders_from_store(&self) -> bool {
+        true
     }
 }
 
@@ -111,6 +123,7 @@ pub(crate) fn take_run_lock(
     command: &str,
     printer: &Printer,
 ) -> anyhow::Result<crate::lock::RunLock> {
+    let _timer = crate::timings::step("run lock");
     let lock = crate::lock::acquire(&cluster.pki_dir, command)?;
     printer.detail(&format!("holding the run lock {}", lock.path().display()));
     Ok(lock)
@@ -183,57 +196,114 @@ fn converge_under(
         RunLockOf::Command(command) => take_run_lock(cluster, command, printer)?,
         RunLockOf::Held(lock) => lock,
     };
-
-    fleet::runtime()?.block_on(async {
-        printer.info(&format!(
-            "preflight: connecting to {}",
-            if nodes.len() == cluster.nodes().count() {
-                "every host".to_string()
-            } else {
-                nodes
-                    .iter()
-                    .map(|node| node.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        ));
-        let progress = printer.host_progress(nodes.iter().map(|node| node.name.as_str()));
-        let mut fleet = Fleet::connect(
-            cluster,
-            nodes,
-            settings.concurrency,
-            settings.accept_new_host_keys,
-            &progress,
-        )
-        .await?;
-        fleet.set_install(cluster, &work);
-        let run = Run {
-            cluster,
-            settings,
-            lock: &lock,
-            phases,
-            fleet: &fleet,
-            work: &work,
-            printer,
-            progress: &progress,
-            only: None,
+    let runtime = fleet::runtime()?;
+    std::thread::scope(|scope| {
+        // The store is checked (and, when complete, every host's files
+        // rendered to learn what each host's state read asks for) on a
+        // thread of its own while the hosts are connected.
+        let (reads, prepared) = if operation.renders_from_store() {
+            let (plan_sender, plan_receiver) = tokio::sync::oneshot::channel();
+            let (prepared_sender, prepared_receiver) = tokio::sync::oneshot::channel();
+            let (lock, work) = (&lock, &work);
+            scope.spawn(move || {
+                let prepared = crate::pki::Prepared::read(cluster, lock, printer);
+                let guess = EtcdBootstrap::new_cluster(cluster);
+                let rendered = prepared
+                    .as_ref()
+                    .ok()
+                    .and_then(crate::pki::Prepared::ready)
+                    .and_then(|store| {
+                        let _timer = crate::timings::step("render, early");
+                        render_files(
+                            cluster,
+                            &store,
+                            settings.templates.as_deref(),
+                            guess.clone(),
+                        )
+                        .ok()
+                    });
+                let plan = rendered
+                    .as_ref()
+                    .map(|desired| std::sync::Arc::new(fleet::read_plan(cluster, desired, work)));
+                let _ = plan_sender.send(plan);
+                let _ = prepared_sender.send(prepared.map(|prepared| Early {
+                    prepared,
+                    rendered: rendered.map(|files| (guess, files)),
+                }));
+            });
+            (
+                Some(futures::FutureExt::shared(plan_receiver)),
+                Some(prepared_receiver),
+            )
+        } else {
+            (None, None)
         };
-        let result = match run.preflight() {
-            Ok(()) => {
-                let applied = std::pin::pin!(operation.apply(&run));
-                let kept = std::pin::pin!(fleet.keep_alive());
-                match futures::future::select(applied, kept).await {
-                    futures::future::Either::Left((result, _)) => result,
-                    futures::future::Either::Right((never, _)) => match never {},
+        let prepared = std::sync::Mutex::new(prepared);
+        runtime.block_on(async {
+            printer.info(&format!(
+                "preflight: connecting to {}",
+                if nodes.len() == cluster.nodes().count() {
+                    "every host".to_string()
+                } else {
+                    nodes
+                        .iter()
+                        .map(|node| node.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
-            }
-            Err(error) => Err(error),
-        };
-        drop(progress);
-        fleet.close().await;
-        result
+            ));
+            let progress = printer.host_progress(nodes.iter().map(|node| node.name.as_str()));
+            let mut fleet = Fleet::connect(
+                cluster,
+                nodes,
+                settings.concurrency,
+                settings.accept_new_host_keys,
+                &progress,
+                reads,
+            )
+            .await?;
+            fleet.set_install(cluster, &work);
+            let run = Run {
+                cluster,
+                settings,
+                lock: &lock,
+                phases,
+                fleet: &fleet,
+                work: &work,
+                printer,
+                progress: &progress,
+                only: None,
+                prepared: &prepared,
+            };
+            let result = match run.preflight() {
+                Ok(()) => {
+                    let applied = std::pin::pin!(operation.apply(&run));
+                    let kept = std::pin::pin!(fleet.keep_alive());
+                    match futures::future::select(applied, kept).await {
+                        futures::future::Either::Left((result, _)) => result,
+                        futures::future::Either::Right((never, _)) => match never {},
+                    }
+                }
+                Err(error) => Err(error),
+            };
+            drop(progress);
+            fleet.close().await;
+            result
+        })
     })
 }
+
+/// What a run learns from the store while it connects: the store check,
+/// and every host's files as rendered with the etcd settings of a new
+/// cluster (used as they are when the cluster turns out to be one).
+struct Early {
+    prepared: crate::pki::Prepared,
+    rendered: Option<(EtcdBootstrap, Vec<HostFiles>)>,
+}
+
+/// The store check made while connecting, for the pki phase to finish.
+type PreparedStore =
+    std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<anyhow::Result<Early>>>>;
 
 /// One connected run: the steps of every phase, on the fleet's hosts (or,
 /// through [`Run::only`], some of them).
@@ -249,6 +319,8 @@ pub(crate) struct Run<'a> {
     pub(crate) progress: &'a HostProgress,
     /// When set, the phases act on these hosts only.
     only: Option<Vec<String>>,
+    /// The store check begun while connecting, if any.
+    prepared: &'a PreparedStore,
 }
 
 impl Run<'_> {
@@ -342,14 +414,30 @@ impl Run<'_> {
             match phase {
                 Phase::Preflight => {}
                 Phase::Pki => {
-                    let checked = pki_phase(self.cluster, self.lock, self.printer)?;
+                    let early = self.prepared.lock().ok().and_then(|mut slot| slot.take());
+                    let (prepared, rendered) = match early {
+                        Some(receiver) => {
+                            let early = receiver
+                                .await
+                                .context("the PKI store check ended without an answer")??;
+                            (Some(early.prepared), early.rendered)
+                        }
+                        None => (None, None),
+                    };
+                    let checked =
+                        pki_phase_prepared(self.cluster, self.lock, self.printer, prepared)?;
                     let etcd = membership::desired_etcd(self.cluster, &self.fleet.hosts).await;
-                    desired = Some(desired_files(
-                        self.cluster,
-                        &checked,
-                        self.settings.templates.as_deref(),
-                        etcd,
-                    )?);
+                    desired = Some(match rendered {
+                        // Rendered from this same store (the run lock
+                        // keeps it) with these same settings.
+                        Some((guess, files)) if guess == etcd => files,
+                        _ => desired_files(
+                            self.cluster,
+                            &checked,
+                            self.settings.templates.as_deref(),
+                            etcd,
+                        )?,
+                    });
                     store = Some(checked);
                 }
                 Phase::Install => self.install().await?,
@@ -1030,8 +1118,23 @@ pub(crate) fn pki_phase(
     lock: &crate::lock::RunLock,
     printer: &Printer,
 ) -> anyhow::Result<crate::pki::Store> {
-    crate::pki::recover(lock, cluster, printer)?;
-    let (generated, store) = crate::pki::ensure(cluster, lock)?;
+    pki_phase_prepared(cluster, lock, printer, None)
+}
+
+/// [`pki_phase`], from the store check `prepared` when one was made
+/// earlier in the run.
+fn pki_phase_prepared(
+    cluster: &Cluster,
+    lock: &crate::lock::RunLock,
+    printer: &Printer,
+    prepared: Option<crate::pki::Prepared>,
+) -> anyhow::Result<crate::pki::Store> {
+    let _timer = crate::timings::step("pki store");
+    let prepared = match prepared {
+        Some(prepared) => prepared,
+        None => crate::pki::Prepared::read(cluster, lock, printer)?,
+    };
+    let (generated, store) = prepared.ensure(cluster, lock)?;
     for warning in &generated.warnings {
         printer.warn(warning);
     }

@@ -857,7 +857,7 @@ address = "192.0.2.21"
         let dir = tempfile::tempdir().expect("temp dir");
         let with_w2 = cluster_in(dir.path(), &format!("{INVENTORY}{W2}"));
         let lock = crate::lock::acquire(&with_w2.pki_dir, "test").expect("lock");
-        crate::pki::ensure(&with_w2, &lock).expect("generate");
+        crate::pki::generate_locked(&with_w2, &lock).expect("generate");
         drop(lock);
         let cluster = cluster_in(dir.path(), INVENTORY);
         assert_eq!(

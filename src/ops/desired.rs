@@ -14,6 +14,17 @@ pub(crate) fn desired_files(
     templates: Option<&std::path::Path>,
     etcd: EtcdBootstrap,
 ) -> anyhow::Result<Vec<HostFiles>> {
+    let _timer = crate::timings::step("render");
+    render_files(cluster, store, templates, etcd)
+}
+
+/// [`desired_files`], untimed.
+pub(crate) fn render_files(
+    cluster: &Cluster,
+    store: &Store,
+    templates: Option<&std::path::Path>,
+    etcd: EtcdBootstrap,
+) -> anyhow::Result<Vec<HostFiles>> {
     let mut options = RenderOptions::for_cluster(cluster).with_templates_flag(templates);
     options.etcd = etcd;
     render_cluster(cluster, store, &options)

@@ -57,10 +57,12 @@ impl Fleet {
         concurrency: usize,
         accept_new_host_keys: bool,
         progress: &HostProgress,
+        reads: Option<ReadPlanSource>,
     ) -> anyhow::Result<Fleet> {
         let connector = Connector::new(cluster, accept_new_host_keys)?;
         connector.connect_jump_host().await?;
         let connector_ref = &connector;
+        let reads = &reads;
         let hosts = remote::for_each_host(
             nodes,
             |node| node.name.as_str(),
@@ -70,7 +72,25 @@ impl Fleet {
             progress,
             |node| async move {
                 let mut host = connector_ref.connect(node).await?;
-                host.facts = preflight(cluster, &host, node.is_master()).await?;
+                // With the host's read plan known (the store checked and
+                // the files rendered while connecting), its state comes
+                // back with its facts, in the same round trip.
+                let plan = match reads {
+                    Some(source) => source.clone().await.ok().flatten(),
+                    None => None,
+                };
+                host.facts = match plan.as_ref().and_then(|plan| plan.get(&node.name)) {
+                    Some((paths, units)) => {
+                        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+                        let units: Vec<&str> = units.iter().map(String::as_str).collect();
+                        let (facts, state) =
+                            preflight_with_state(cluster, &host, node.is_master(), &paths, &units)
+                                .await?;
+                        host.set_prefetched(remote::Prefetched::new(&paths, &units, state));
+                        facts
+                    }
+                    None => preflight(cluster, &host, node.is_master()).await?,
+                };
                 let summary = facts_summary(&host.facts);
                 Ok((host, summary))
             },
@@ -179,6 +199,7 @@ impl Fleet {
             settings.concurrency,
             settings.accept_new_host_keys,
             progress,
+            None,
         )
         .await
     }
@@ -346,11 +367,7 @@ fn pairs<'a>(
 /// and read its facts (one round trip).
 async fn preflight(cluster: &Cluster, host: &Host, master: bool) -> anyhow::Result<HostFacts> {
     let binaries: Vec<&str> = binaries_for(master).map(|binary| binary.name).collect();
-    let packages = if cluster.install.method == InstallMethod::Apt {
-        AptRequest::for_node(cluster, master).names()
-    } else {
-        Vec::new()
-    };
+    let packages = packages_for(cluster, master);
     remote::read_facts(
         host,
         &FactsRequest {
@@ -358,10 +375,94 @@ async fn preflight(cluster: &Cluster, host: &Host, master: bool) -> anyhow::Resu
             resolv_conf: &cluster.resolv_conf,
             binaries: &binaries,
             packages: &packages,
+            ports: &preflight::checked_ports(master),
         },
     )
     .await
     .context("preflight")
+}
+
+/// [`preflight`], reading the state of `paths` and `units` in the same
+/// round trip.
+async fn preflight_with_state(
+    cluster: &Cluster,
+    host: &Host,
+    master: bool,
+    paths: &[&str],
+    units: &[&str],
+) -> anyhow::Result<(HostFacts, remote::HostState)> {
+    let binaries: Vec<&str> = binaries_for(master).map(|binary| binary.name).collect();
+    let packages = packages_for(cluster, master);
+    remote::read_facts_and_state(
+        host,
+        &FactsRequest {
+            bin_dir: &cluster.install.bin_dir,
+            resolv_conf: &cluster.resolv_conf,
+            binaries: &binaries,
+            packages: &packages,
+            ports: &preflight::checked_ports(master),
+        },
+        paths,
+        units,
+    )
+    .await
+    .context("preflight")
+}
+
+fn packages_for(cluster: &Cluster, master: bool) -> Vec<&'static str> {
+    if cluster.install.method == InstallMethod::Apt {
+        AptRequest::for_node(cluster, master).names()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Per host (by name): the paths and units its first state read asks for.
+pub(crate) type ReadPlan = BTreeMap<String, (Vec<String>, Vec<String>)>;
+
+/// A read plan being made (the store checked and the files rendered) while
+/// the hosts are connected; `None` when it cannot be made in advance.
+pub(crate) type ReadPlanSource =
+    futures::future::Shared<tokio::sync::oneshot::Receiver<Option<std::sync::Arc<ReadPlan>>>>;
+
+/// A read plan known before connecting.
+pub(crate) fn read_plan_ready(plan: ReadPlan) -> ReadPlanSource {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let _ = sender.send(Some(std::sync::Arc::new(plan)));
+    futures::FutureExt::shared(receiver)
+}
+
+/// The read plan for `desired`, with the binaries `work` installs.
+pub(crate) fn read_plan(cluster: &Cluster, desired: &[HostFiles], work: &InstallWork) -> ReadPlan {
+    desired
+        .iter()
+        .map(|files| {
+            let master = cluster.masters.iter().any(|node| node.name == files.node);
+            let binaries = work.binary_inputs(&cluster.install.bin_dir, master);
+            let (paths, units) = state_request(files, &binaries);
+            (
+                files.node.clone(),
+                (
+                    paths.into_iter().map(str::to_string).collect(),
+                    units.into_iter().map(str::to_string).collect(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The paths and units a state read of `desired` and `binaries` asks for.
+fn state_request<'a>(
+    desired: &'a HostFiles,
+    binaries: &'a [BinaryInput],
+) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut paths: Vec<&str> = desired
+        .files
+        .iter()
+        .map(|file| file.path.as_str())
+        .collect();
+    paths.extend(binaries.iter().map(|binary| binary.path.as_str()));
+    (paths, plan::managed_units(desired))
 }
 
 /// One line for the connect step: OS, architecture, kernel.
@@ -382,13 +483,7 @@ pub(crate) async fn survey_host(
     binaries: &[BinaryInput],
     scope: ServiceScope<'_>,
 ) -> anyhow::Result<HostPlan> {
-    let mut paths: Vec<&str> = desired
-        .files
-        .iter()
-        .map(|file| file.path.as_str())
-        .collect();
-    paths.extend(binaries.iter().map(|binary| binary.path.as_str()));
-    let units = plan::managed_units(desired);
+    let (paths, units) = state_request(desired, binaries);
     let state = remote::read_state(host, &paths, &units).await?;
     Ok(plan::plan_host(desired, binaries, &state, scope))
 }

@@ -41,6 +41,7 @@ pub(crate) async fn desired_etcd_and_members(
     cluster: &Cluster,
     hosts: &[Host],
 ) -> (EtcdBootstrap, Option<Vec<Member>>) {
+    let _timer = crate::timings::step("etcd members");
     let masters: Vec<(&Host, &Node)> = hosts
         .iter()
         .filter_map(|host| {

@@ -30,6 +30,12 @@ const MASTER_PORTS: [(u16, &str); 4] = [
 
 const WORKER_PORTS: [(u16, &str); 1] = [(10250, "kubelet")];
 
+/// The ports whose holders preflight may check on a master or a worker.
+pub(crate) fn checked_ports(master: bool) -> Vec<u16> {
+    let ports: &[(u16, &str)] = if master { &MASTER_PORTS } else { &WORKER_PORTS };
+    ports.iter().map(|(port, _)| *port).collect()
+}
+
 /// What preflight found wrong on one host.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Problems {

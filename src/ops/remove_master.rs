@@ -220,6 +220,7 @@ impl Operation for RemoveMaster<'_> {
                     1,
                     run.settings.accept_new_host_keys,
                     run.progress,
+                    None,
                 )
                 .await
                 .with_context(|| {

@@ -182,6 +182,7 @@ impl Removal<'_> {
             settings.concurrency,
             settings.accept_new_host_keys,
             &progress,
+            None,
         )
         .await?;
         let departing_fleet = match self.departing {
@@ -192,6 +193,7 @@ impl Removal<'_> {
                     1,
                     settings.accept_new_host_keys,
                     &progress,
+                    None,
                 )
                 .await
                 {

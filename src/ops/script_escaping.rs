@@ -44,8 +44,9 @@ const HOSTILE: [&str; 16] = [
 const WITH_NUL: &str = "x\0';touch PWNED;'";
 
 /// Commands the scripts call, stubbed: each logs its name and arguments.
-const STUBBED: [&str; 44] = [
+const STUBBED: [&str; 45] = [
     "systemctl",
+    "tar",
     "etcdctl",
     "kubectl",
     "curl",
@@ -263,7 +264,13 @@ fn parses(script: &str, what: &str) {
 
 /// Run `script`, then: no sentinel, and every one of `expected` arrived in
 /// one argument of some stub call.
-fn inert(scratch: &Scratch, script: &str, input: Option<&[u8]>, expected: &[String], what: &str) {
+fn inert(
+    scratch: &Scratch,
+    script: &str,
+    input: Option<&[u8]>,
+    expected: &[String],
+    what: &str,
+) -> std::process::Output {
     parses(script, what);
     let output = scratch.run(script, input);
     if let Some(path) = scratch.pwned() {
@@ -283,6 +290,7 @@ fn inert(scratch: &Scratch, script: &str, input: Option<&[u8]>, expected: &[Stri
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    output
 }
 
 fn cluster() -> crate::inventory::Cluster {
@@ -410,13 +418,14 @@ fn the_engine_scripts_keep_planted_paths_and_names_inert() {
             folder.display(),
             crate::remote::TEMPORARY_MARKER
         );
-        let script = crate::remote::write_script(&writes, std::slice::from_ref(&stray), "suffix")
+        let batch = crate::remote::write_script(&writes, std::slice::from_ref(&stray), "suffix")
             .expect("write script");
+        let staged = batch.staged[0].0.clone();
         inert(
             &scratch,
-            &script,
-            None,
-            &[path.clone(), stray.clone()],
+            &batch.script,
+            Some(&batch.archive),
+            &[folder.display().to_string(), staged, stray.clone()],
             "write script",
         );
 
@@ -430,21 +439,27 @@ fn the_engine_scripts_keep_planted_paths_and_names_inert() {
             resolv_conf: &path,
             binaries: &["etcd"],
             packages: &["etcd-server"],
+            ports: &[2379, 10250],
         })
         .expect("facts script");
-        inert(
-            &scratch,
-            &script,
-            None,
-            std::slice::from_ref(&path),
-            "facts script",
-        );
+        // The shell reads resolv.conf itself: the planted path must reach
+        // it whole, as one redirection.
+        let planted = std::fs::write(&path, "nameserver 192.0.2.53\n").is_ok();
+        let output = inert(&scratch, &script, None, &[], "facts script");
+        if planted {
+            assert!(
+                String::from_utf8_lossy(&output.stdout).contains("nameserver 192.0.2.53"),
+                "facts script: {path:?} was not read: {}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+        }
         // Names in `case` patterns and listings are checked instead.
         assert!(crate::remote::facts_script(&crate::remote::FactsRequest {
             bin_dir: &bin_dir,
             resolv_conf: &path,
             binaries: &[value],
             packages: &[],
+            ports: &[2379, 10250],
         })
         .is_err());
     }

@@ -86,6 +86,7 @@ pub(crate) fn run(
             settings.concurrency,
             settings.accept_new_host_keys,
             &progress,
+            None,
         )
         .await?;
         let result = take(cluster, &fleet).await;

@@ -30,22 +30,39 @@ pub(crate) fn show(
 ) -> anyhow::Result<()> {
     let work = super::install::prepare(cluster, phases)?;
     let store = crate::pki::load(cluster, printer)?;
-    // Bad templates or store material fail before any host is reached.
-    desired_files(
+    // Bad templates or store material fail before any host is reached;
+    // what this render lists is what each host's state read asks for, in
+    // the same round trip as its facts.
+    let guess = crate::render::EtcdBootstrap::new_cluster(cluster);
+    let early = desired_files(
         cluster,
         &store,
         settings.templates.as_deref(),
-        crate::render::EtcdBootstrap::new_cluster(cluster),
+        guess.clone(),
     )?;
     let (plans, membership) = fleet::runtime()?.block_on(async {
         let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
-        let mut fleet = Fleet::connect_all(cluster, settings, &progress).await?;
+        let reads = fleet::read_plan_ready(fleet::read_plan(cluster, &early, &work));
+        let nodes: Vec<&crate::inventory::Node> = cluster.nodes().collect();
+        let mut fleet = Fleet::connect(
+            cluster,
+            &nodes,
+            settings.concurrency,
+            settings.accept_new_host_keys,
+            &progress,
+            Some(reads),
+        )
+        .await?;
         let (etcd, members) =
             super::membership::desired_etcd_and_members(cluster, &fleet.hosts).await;
         let membership = members
             .map(|members| super::membership::mismatches(cluster, &members))
             .unwrap_or_default();
-        let desired = desired_files(cluster, &store, settings.templates.as_deref(), etcd)?;
+        let desired = if etcd == guess {
+            early
+        } else {
+            desired_files(cluster, &store, settings.templates.as_deref(), etcd)?
+        };
         fleet.set_install(cluster, &work);
         for (host, problems) in fleet.preflight_problems(cluster, &work, phases) {
             for problem in problems.errors.iter().chain(&problems.warnings) {

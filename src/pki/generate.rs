@@ -133,7 +133,7 @@ impl Plan {
             .collect()
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         !self
             .authorities
             .values()

@@ -175,11 +175,50 @@ pub fn ca_rotate_next_for_tests(
     Ok(ca_rotation::ca_rotate_next(cluster, &lock, sa)?.step())
 }
 
-/// Make the store complete for `cluster` and open it, checking it once:
-/// what [`generate`] does, returning the checked store. The caller holds
-/// the exclusive run lock.
-pub(crate) fn ensure(cluster: &Cluster, lock: &RunLock) -> anyhow::Result<(Generated, Store)> {
-    generate_locked(cluster, lock)
+/// The pki phase of a run in two halves, so that the store is checked
+/// while the run connects to its hosts, and only once:
+/// [`Prepared::read`] finishes an interrupted write and checks the whole
+/// store; [`Prepared::ensure`] then creates what that check found missing.
+/// The run holds the exclusive run lock from before the first half, so the
+/// store cannot change between them.
+pub(crate) struct Prepared {
+    store: Store,
+    plan: generate::Plan,
+}
+
+impl Prepared {
+    pub(crate) fn read(
+        cluster: &Cluster,
+        lock: &RunLock,
+        printer: &Printer,
+    ) -> anyhow::Result<Prepared> {
+        if !lock.is_exclusive() {
+            anyhow::bail!("preparing the PKI store under a lock that is not exclusive");
+        }
+        let _timer = crate::timings::step("pki store check");
+        recover(lock, cluster, printer)?;
+        let store = Store::open(&cluster.pki_dir);
+        let plan = generate::plan(cluster, &store)?;
+        Ok(Prepared { store, plan })
+    }
+
+    /// The checked store, when nothing is missing and every certificate is
+    /// within its validity: what [`Prepared::ensure`] will return.
+    pub(crate) fn ready(&self) -> Option<Store> {
+        (self.plan.is_empty() && self.plan.expired.is_empty())
+            .then(|| self.store.clone().into_checked(&[]))
+    }
+
+    /// Create what is missing (refusing expired certificates): what
+    /// `pki generate` does, from this check.
+    pub(crate) fn ensure(
+        self,
+        cluster: &Cluster,
+        lock: &RunLock,
+    ) -> anyhow::Result<(Generated, Store)> {
+        generate::refuse_expired(&self.plan.expired, |_| false)?;
+        generate::write(cluster, lock, self.store, self.plan)
+    }
 }
 
 /// The store as checked, with what the check found that does not make it

@@ -76,40 +76,99 @@ pub(crate) struct FactsRequest<'a> {
     pub(crate) resolv_conf: &'a str,
     pub(crate) binaries: &'a [&'a str],
     pub(crate) packages: &'a [&'a str],
+    /// The ports preflight checks: which programs hold them is reported.
+    pub(crate) ports: &'a [u16],
 }
 
 /// The script that prints a host's facts; see [`parse_facts`].
 pub(crate) fn facts_script(request: &FactsRequest<'_>) -> anyhow::Result<String> {
+    facts_script_with(request, true)
+}
+
+/// [`facts_script`]; without `kubelet_check` the report leaves out whether
+/// kubelet is active (a state read of kubelet.service in the same round
+/// trip says it).
+///
+/// Every process a host starts costs it a fork and an exec, which on a
+/// busy host is most of a no-op run's time: what the shell can do itself
+/// (reading /proc, os-release and resolv.conf, testing files) it does.
+fn facts_script_with(request: &FactsRequest<'_>, kubelet_check: bool) -> anyhow::Result<String> {
     let mut script = String::from(
         "set -e\nexport LC_ALL=C\n\
          printf 'time %s\\n' \"$(date +%s.%N)\"\n\
-         [ \"$(id -u)\" = 0 ] || { echo 'not running as root' >&2; exit 1; }\n",
+         uid=\n\
+         if [ -r /proc/self/status ]; then\n  \
+           while read -r key value rest; do\n    \
+             if [ \"$key\" = Uid: ]; then uid=$value; break; fi\n  \
+           done < /proc/self/status\n\
+         fi\n\
+         [ -n \"$uid\" ] || uid=$(id -u)\n\
+         [ \"$uid\" = 0 ] || { echo 'not running as root' >&2; exit 1; }\n",
     );
     let _ = write!(
         script,
         "for tool in {TOOLS}; do\n  \
            command -v \"$tool\" >/dev/null 2>&1 || {{ echo \"$tool is missing\" >&2; exit 1; }}\n\
          done\n\
-         printf 'kernel %s\\n' \"$(uname -sr)\"\n\
-         printf 'arch %s\\n' \"$(uname -m)\"\n\
+         k=/proc/sys/kernel\n\
+         if [ -r $k/ostype ] && [ -r $k/osrelease ] && [ -r $k/arch ]; then\n  \
+           read -r ostype < $k/ostype; read -r release < $k/osrelease; read -r arch < $k/arch\n  \
+           u=\"$ostype $release $arch\"\n\
+         else\n  \
+           u=$(uname -s -r -m)\n\
+         fi\n\
+         printf 'kernel %s\\n' \"${{u% *}}\"\n\
+         printf 'arch %s\\n' \"${{u##* }}\"\n\
          if [ -r /etc/os-release ]; then\n  \
-           printf 'os %s\\n' \"$(sed -n 's/^PRETTY_NAME=//p' /etc/os-release | head -n 1 | tr -d '\"')\"\n\
+           while IFS= read -r line || [ -n \"$line\" ]; do\n    \
+             case $line in PRETTY_NAME=*) line=${{line#PRETTY_NAME=}}; line=${{line#\\\"}}; printf 'os %s\\n' \"${{line%\\\"}}\"; break;; esac\n  \
+           done < /etc/os-release\n\
          fi\n\
          if [ -e /run/systemd/resolve/resolv.conf ]; then echo 'resolved yes'; else echo 'resolved no'; fi\n\
-         if [ -d /var/lib/etcd/member ]; then echo 'etcd-data yes'; else echo 'etcd-data no'; fi\n\
-         if command -v systemctl >/dev/null 2>&1 && [ \"$(systemctl is-active kubelet.service 2>/dev/null || true)\" = active ]; then\n  \
-           echo 'kubelet active'\n\
-         fi\n\
-         if command -v ss >/dev/null 2>&1; then\n  \
-           echo 'listeners'\n  \
-           ss -ltnpH 2>/dev/null | sed 's/^/listen /' || true\n\
-         fi\n"
+         if [ -d /var/lib/etcd/member ]; then echo 'etcd-data yes'; else echo 'etcd-data no'; fi\n"
     );
+    if kubelet_check {
+        script.push_str(
+            "if command -v systemctl >/dev/null 2>&1 && [ \"$(systemctl is-active kubelet.service 2>/dev/null || true)\" = active ]; then\n  \
+               echo 'kubelet active'\n\
+             fi\n",
+        );
+    }
+    // Which programs hold ports matters only for the ports preflight
+    // checks: `ss -p` (which reads every process's descriptors) runs only
+    // when one of them is held.
+    let held: Vec<String> = request
+        .ports
+        .iter()
+        .map(|port| format!("*:{port}\\ *"))
+        .collect();
+    if held.is_empty() {
+        script.push_str("if command -v ss >/dev/null 2>&1; then\n  echo 'listeners'\nfi\n");
+    } else {
+        let _ = write!(
+            script,
+            "if command -v ss >/dev/null 2>&1; then\n  \
+               echo 'listeners'\n  \
+               held=$(ss -ltnH 2>/dev/null || true)\n  \
+               case $held in\n    \
+                 {patterns})\n      \
+                   held=$(ss -ltnpH 2>/dev/null || true)\n      \
+                   while IFS= read -r line; do [ -z \"$line\" ] || printf 'listen %s\\n' \"$line\"; done <<OCFK8S_HELD\n\
+$held\n\
+OCFK8S_HELD\n\
+                 ;;\n  \
+               esac\n\
+             fi\n",
+            patterns = held.join("|")
+        );
+    }
     check_path(request.resolv_conf)?;
     let _ = writeln!(
         script,
         "if [ -r {path} ]; then\n  echo 'resolv present'\n  \
-           sed -n 's/^[[:space:]]*nameserver[[:space:]][[:space:]]*\\([^[:space:]]*\\).*/nameserver \\1/p' {path}\n\
+           while read -r key value rest || [ -n \"$key\" ]; do\n    \
+             if [ \"$key\" = nameserver ] && [ -n \"$value\" ]; then printf 'nameserver %s\\n' \"$value\"; fi\n  \
+           done < {path}\n\
          fi",
         path = quote(request.resolv_conf)
     );
@@ -261,12 +320,47 @@ pub(crate) async fn read_facts(
     host: &Host,
     request: &FactsRequest<'_>,
 ) -> anyhow::Result<HostFacts> {
+    let _timer = crate::timings::step("host facts");
     let script = facts_script(request)?;
     let sent = unix_now();
     let output = host.run_script(&script).await?;
     let received = unix_now();
     parse_facts(&output.stdout, (sent + received) / 2.0)
 }
+
+/// Read a host's facts and the state of `paths` and `units` in one round
+/// trip: the facts script, a separator line, then the state script.
+pub(crate) async fn read_facts_and_state(
+    host: &Host,
+    request: &FactsRequest<'_>,
+    paths: &[&str],
+    units: &[&str],
+) -> anyhow::Result<(HostFacts, super::HostState)> {
+    let _timer = crate::timings::step("host facts+state");
+    let kubelet_in_state = units.contains(&"kubelet.service");
+    let mut script = facts_script_with(request, !kubelet_in_state)?;
+    let _ = writeln!(script, "echo {STATE_FOLLOWS}");
+    script.push_str(&super::state::state_script(paths, units)?);
+    let sent = unix_now();
+    let output = host.run_script(&script).await?;
+    let received = unix_now();
+    let (facts, state) = output
+        .stdout
+        .split_once(&format!("\n{STATE_FOLLOWS}\n"))
+        .context("the host's report holds no state")?;
+    let mut facts = parse_facts(facts, (sent + received) / 2.0)?;
+    let state = super::state::parse_state(paths, state)?;
+    if kubelet_in_state {
+        facts.kubelet_active = state
+            .services
+            .get("kubelet.service")
+            .is_some_and(|active| active == "active");
+    }
+    Ok((facts, state))
+}
+
+/// The line between the facts and the state in [`read_facts_and_state`].
+const STATE_FOLLOWS: &str = "state-follows";
 
 #[cfg(test)]
 mod tests {
@@ -308,12 +402,13 @@ mod tests {
             resolv_conf: resolv.to_str().expect("utf-8"),
             binaries: &["etcd", "kubelet", "kube-proxy"],
             packages: &["coreutils", "surely-not-a-package"],
+            ports: &[2379, 10250],
         })
         .expect("script");
         let output = std::process::Command::new("sh")
             .arg("-c")
             // Tests may not run as root: pretend.
-            .arg(script.replace("\"$(id -u)\" = 0", "0 = 0"))
+            .arg(script.replace("\"$uid\" = 0", "0 = 0"))
             .output()
             .expect("sh");
         assert!(

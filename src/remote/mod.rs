@@ -7,6 +7,7 @@
 //! step is one shell script sent on the session's stdin, so reading a host's
 //! whole state or writing all its changed files costs one round trip each.
 
+mod archive;
 mod certs;
 pub(crate) mod etcdctl;
 mod facts;
@@ -23,10 +24,10 @@ pub(crate) use certs::{read_certificates, HostCertificate};
 pub(crate) use facts::facts_script;
 #[cfg(test)]
 pub(crate) use facts::Listener;
-pub(crate) use facts::{read_facts, BinaryPresence, FactsRequest, HostFacts};
+pub(crate) use facts::{read_facts, read_facts_and_state, BinaryPresence, FactsRequest, HostFacts};
 pub(crate) use fanout::for_each_host;
 pub(crate) use session::{Connector, Host};
-pub(crate) use state::{read_files, read_state, HostState};
+pub(crate) use state::{read_files, read_state, HostState, Prefetched};
 #[cfg(test)]
 pub(crate) use state::{state_script, RemoteFile};
 #[cfg(test)]

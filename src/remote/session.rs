@@ -47,6 +47,8 @@ pub(crate) struct Host {
     session: Session,
     user: String,
     sudo: bool,
+    /// State read with the facts; forgotten as soon as any script runs.
+    prefetched: std::sync::Mutex<Option<super::state::Prefetched>>,
 }
 
 /// What a remote script printed, once it exited with status 0.
@@ -121,6 +123,7 @@ impl Connector {
 
     /// Connect to `node`; the error says why (host key, refused, timeout).
     pub(crate) async fn connect(&self, node: &Node) -> anyhow::Result<Host> {
+        let _timer = crate::timings::step("ssh connect");
         let mut builder = SessionBuilder::default();
         builder
             .user(node.ssh_user.clone())
@@ -156,6 +159,7 @@ impl Connector {
             session,
             user: node.ssh_user.clone(),
             sudo: node.ssh_user != "root",
+            prefetched: std::sync::Mutex::new(None),
         })
     }
 }
@@ -294,12 +298,35 @@ impl Host {
 
     /// `sh ARGS` as root (through `sudo -n` for other users) with `input`
     /// copied to its stdin.
+    /// Keep `prefetched` to answer reads of the host's state until the next
+    /// script runs on it.
+    pub(crate) fn set_prefetched(&self, prefetched: super::state::Prefetched) {
+        if let Ok(mut slot) = self.prefetched.lock() {
+            *slot = Some(prefetched);
+        }
+    }
+
+    /// The state of `paths` and `units` as read with the host's facts, when
+    /// every one of them was read then and no script has run on the host
+    /// since (any script may change what it reports: every one forgets it).
+    pub(crate) fn prefetched_state(
+        &self,
+        paths: &[&str],
+        units: &[&str],
+    ) -> Option<super::HostState> {
+        let slot = self.prefetched.lock().ok()?;
+        slot.as_ref()?.answer(paths, units)
+    }
+
     async fn shell(
         &self,
         args: &[&str],
         mut input: impl tokio::io::AsyncRead + Unpin,
         feeding: &'static str,
     ) -> anyhow::Result<ExecOutput> {
+        if let Ok(mut slot) = self.prefetched.lock() {
+            *slot = None;
+        }
         let mut command = if self.sudo {
             let mut command = self.session.command("sudo");
             command.arg("-n").arg("sh");
@@ -384,6 +411,7 @@ impl Host {
 
     /// Close the master connection.
     pub(crate) async fn close(self) {
+        let _timer = crate::timings::step("close");
         let _ = self.session.close().await;
     }
 }

@@ -44,31 +44,46 @@ pub(crate) fn state_script(paths: &[&str], units: &[&str]) -> anyhow::Result<Str
             folders.insert(parent(path));
             let _ = write!(script, " {}", quote(path));
         }
+        // Hashes come back as sha256sum prints them (a hash, two spaces,
+        // the path); temporaries are found by the shell's own globbing.
         script.push_str(
             "; do\n  if [ -f \"$p\" ]; then set -- \"$@\" \"$p\"; else printf 'absent %s\\n' \"$p\"; fi\ndone\n\
-             if [ $# -gt 0 ]; then\n  stat -L -c 'mode %a %u:%g %n' -- \"$@\"\n  sha256sum -- \"$@\" | sed 's/^/sha256 /'\nfi\n",
+             if [ $# -gt 0 ]; then\n  stat -L -c 'mode %a %u:%g %n' -- \"$@\"\n  sha256sum -- \"$@\"\nfi\n",
         );
-        script.push_str("set --\nfor d in");
+        script.push_str("for d in");
         for folder in &folders {
             let _ = write!(script, " {}", quote(folder));
         }
         let _ = write!(
             script,
-            "; do\n  if [ -d \"$d\" ]; then set -- \"$@\" \"$d\"; fi\ndone\n\
-             if [ $# -gt 0 ]; then\n  find \"$@\" -maxdepth 1 -type f -name '.*{TEMPORARY_MARKER}*' | sed 's/^/temporary /'\nfi\n"
+            "; do\n  for f in \"${{d%/}}\"/.*{TEMPORARY_MARKER}*; do\n    \
+               if [ -f \"$f\" ] || [ -d \"$f\" ]; then [ -L \"$f\" ] || printf 'temporary %s\\n' \"$f\"; fi\n  \
+             done\n\
+             done\n"
         );
     }
     if !units.is_empty() {
-        // One `systemctl is-active` for every unit: it prints one line each.
+        // One `systemctl is-active` for every unit: it prints one word
+        // each, in order.
         let quoted: Vec<String> = units.iter().map(|unit| quote(unit)).collect();
         let quoted = quoted.join(" ");
         let _ = write!(
             script,
-            "if command -v systemctl >/dev/null 2>&1; then\n  \
-             {{ systemctl is-active {quoted} 2>/dev/null || true; }} | {{\n    \
-             for u in {quoted}; do read -r s || s=unknown; printf 'service %s %s\\n' \"$u\" \"$s\"; done\n  }}\nfi\n\
+            "set --\n\
+             if command -v systemctl >/dev/null 2>&1; then\n  \
+               set -f\n  \
+               set -- $(systemctl is-active {quoted} 2>/dev/null || true)\n  \
+               set +f\n  \
+               for u in {quoted}; do\n    \
+                 if [ $# -gt 0 ]; then s=$1; shift; else s=unknown; fi\n    \
+                 printf 'service %s %s\\n' \"$u\" \"$s\"\n  \
+               done\n\
+             fi\n\
              for u in {quoted}; do\n  \
-               if [ -f {stamps}/\"$u\" ]; then printf 'stamp %s %s\\n' \"$u\" \"$(head -c 64 {stamps}/\"$u\")\"; fi\n\
+               if [ -f {stamps}/\"$u\" ]; then\n    \
+                 s=; read -r s < {stamps}/\"$u\" || true\n    \
+                 printf 'stamp %s %.64s\\n' \"$u\" \"$s\"\n  \
+               fi\n\
              done\n",
             stamps = crate::units::STAMP_DIR
         );
@@ -97,10 +112,7 @@ pub(crate) fn parse_state(paths: &[&str], output: &str) -> anyhow::Result<HostSt
             let mode = u32::from_str_radix(mode, 8)
                 .with_context(|| format!("unexpected mode in {line:?}"))?;
             modes.insert(path.to_string(), (mode, owner == "0:0"));
-        } else if let Some(rest) = line.strip_prefix("sha256 ") {
-            let (hash, path) = rest
-                .split_once("  ")
-                .with_context(|| format!("unexpected line {line:?}"))?;
+        } else if let Some((hash, path)) = sha256sum_line(line) {
             hashes.insert(path.to_string(), hash.to_string());
         } else if let Some(path) = line.strip_prefix("temporary ") {
             state.temporaries.push(path.to_string());
@@ -148,9 +160,81 @@ pub(crate) async fn read_state(
     paths: &[&str],
     units: &[&str],
 ) -> anyhow::Result<HostState> {
+    if let Some(state) = host.prefetched_state(paths, units) {
+        return Ok(state);
+    }
+    let _timer = crate::timings::step("state read");
     let script = state_script(paths, units)?;
     let output = host.run_script(&script).await?;
     parse_state(paths, &output.stdout)
+}
+
+/// A line as `sha256sum` prints it: 64 hex digits, two spaces, the path.
+fn sha256sum_line(line: &str) -> Option<(&str, &str)> {
+    let (hash, path) = line.split_once("  ")?;
+    (hash.len() == 64 && hash.bytes().all(|byte| byte.is_ascii_hexdigit()) && path.starts_with('/'))
+        .then_some((hash, path))
+}
+
+/// A host's state read together with its facts, as its connection was
+/// made: it answers the first reads of any of its paths and units until a
+/// script runs on the host (see [`Host::prefetched_state`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Prefetched {
+    paths: BTreeSet<String>,
+    units: BTreeSet<String>,
+    state: HostState,
+}
+
+impl Prefetched {
+    pub(crate) fn new(paths: &[&str], units: &[&str], state: HostState) -> Self {
+        Prefetched {
+            paths: paths.iter().map(|path| path.to_string()).collect(),
+            units: units.iter().map(|unit| unit.to_string()).collect(),
+            state,
+        }
+    }
+
+    /// The state of `paths` and `units`, exactly as [`read_state`] would
+    /// report it, when every one of them was read.
+    pub(crate) fn answer(&self, paths: &[&str], units: &[&str]) -> Option<HostState> {
+        if !paths.iter().all(|path| self.paths.contains(*path))
+            || !units.iter().all(|unit| self.units.contains(*unit))
+        {
+            return None;
+        }
+        let folders: BTreeSet<&str> = paths.iter().map(|path| parent(path)).collect();
+        Some(HostState {
+            files: paths
+                .iter()
+                .filter_map(|path| {
+                    let file = self.state.files.get(*path)?;
+                    Some((path.to_string(), file.clone()))
+                })
+                .collect(),
+            temporaries: self
+                .state
+                .temporaries
+                .iter()
+                .filter(|temporary| folders.contains(parent(temporary)))
+                .cloned()
+                .collect(),
+            services: units
+                .iter()
+                .filter_map(|unit| {
+                    let active = self.state.services.get(*unit)?;
+                    Some((unit.to_string(), active.clone()))
+                })
+                .collect(),
+            stamps: units
+                .iter()
+                .filter_map(|unit| {
+                    let stamp = self.state.stamps.get(*unit)?;
+                    Some((unit.to_string(), stamp.clone()))
+                })
+                .collect(),
+        })
+    }
 }
 
 /// The contents of some (non-secret) files, for diffs: one round trip.

@@ -18,8 +18,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use base64::Engine as _;
-
 use super::session::Host;
 use super::shell::{check_path, file_name, parent, quote};
 
@@ -60,11 +58,10 @@ pub(crate) fn write_script(
     writes: &[FileWrite<'_>],
     stray: &[String],
     suffix: &str,
-) -> anyhow::Result<String> {
-    let engine = base64::engine::general_purpose::STANDARD;
+) -> anyhow::Result<WriteBatch> {
     let mut script = String::from("ocfk8s_write() {\nset -e\numask 077\ntrap '' HUP PIPE\n");
     if !stray.is_empty() {
-        script.push_str("rm -f --");
+        script.push_str("rm -rf --");
         for path in stray {
             check_path(path)?;
             if !file_name(path).contains(TEMPORARY_MARKER) {
@@ -99,52 +96,52 @@ pub(crate) fn write_script(
         }
         script.push('\n');
     }
-    let temporaries: Vec<(String, &str)> = writes
-        .iter()
-        .filter(|write| write.contents_differ)
-        .map(|write| (temporary_path(write.path, suffix), write.path))
-        .collect();
-    if !temporaries.is_empty() {
-        // Whatever stops the batch before its renames (a full disk, a
-        // folder in a file's place) takes this batch's temporaries with it.
-        let mut remove = String::from("rm -f --");
-        for (temporary, _) in &temporaries {
-            let _ = write!(remove, " {}", quote(temporary));
-        }
-        let _ = writeln!(script, "trap {} EXIT", quote(&remove));
-    }
-    // Ownership and modes are set in one command per mode, not per file: a
-    // master's first push is some fifty files.
+    // Changed files are unpacked by one `tar` into a staging folder in
+    // their own folder (root's, 0700), then renamed over their targets.
+    let mut archive = super::archive::Archive::default();
+    let mut staged: BTreeMap<&str, Vec<(String, &str)>> = BTreeMap::new();
     let mut to_own = Vec::new();
     let mut by_mode: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for write in writes {
         check_path(write.path)?;
-        let mode = format!("{:04o}", write.mode & 0o7777);
         if !write.contents_differ {
+            let mode = format!("{:04o}", write.mode & 0o7777);
             to_own.push(quote(write.path));
             by_mode.entry(mode).or_default().push(quote(write.path));
             continue;
         }
-        let temporary = temporary_path(write.path, suffix);
-        let encoded = engine.encode(write.contents);
         let _ = writeln!(
             script,
             "if [ -d {target} ] && [ ! -L {target} ]; then echo {target}' is a folder, not a file' >&2; exit 1; fi",
             target = quote(write.path),
         );
+        let folder = parent(write.path);
+        let stage = staging_folder(folder, suffix);
+        let entries = staged.entry(folder).or_default();
+        if entries.is_empty() {
+            archive.folder(&stage, 0o700);
+        }
+        let path = format!("{stage}/{}", file_name(write.path));
+        archive.file(&path, write.mode, write.contents);
+        entries.push((path, write.path));
+    }
+    if !staged.is_empty() {
+        let stages: Vec<String> = staged
+            .keys()
+            .map(|folder| quote(&staging_folder(folder, suffix)))
+            .collect();
+        // Whatever stops the batch before its renames (a full disk, a
+        // folder in a file's place, an archive cut short) takes this
+        // batch's staging folders with it.
         let _ = writeln!(
             script,
-            "base64 -d > {} <<'OCFK8S_EOF' || {{ echo 'cannot write '{}': no file was changed' >&2; exit 1; }}",
-            quote(&temporary),
-            quote(write.path)
+            "trap {} EXIT",
+            quote(&format!("rm -rf -- {}", stages.join(" ")))
         );
-        for chunk in encoded.as_bytes().chunks(76) {
-            script.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-            script.push('\n');
-        }
-        script.push_str("OCFK8S_EOF\n");
-        to_own.push(quote(&temporary));
-        by_mode.entry(mode).or_default().push(quote(&temporary));
+        let _ = writeln!(
+            script,
+            "tar -x -p -m --numeric-owner -C / -f - || {{ echo '{UNPACK_FAILED}' >&2; exit 1; }}"
+        );
     }
     if !to_own.is_empty() {
         let _ = writeln!(script, "chown 0:0 -- {}", to_own.join(" "));
@@ -152,15 +149,24 @@ pub(crate) fn write_script(
     for (mode, paths) in &by_mode {
         let _ = writeln!(script, "chmod {mode} -- {}", paths.join(" "));
     }
-    if !temporaries.is_empty() {
+    if !staged.is_empty() {
         script.push_str("sync --");
-        for (temporary, _) in &temporaries {
-            let _ = write!(script, " {}", quote(temporary));
+        for (path, _) in staged.values().flatten() {
+            let _ = write!(script, " {}", quote(path));
         }
         script.push('\n');
-        for (temporary, target) in &temporaries {
-            let _ = writeln!(script, "mv -f -- {} {}", quote(temporary), quote(target));
+        for (folder, entries) in &staged {
+            let _ = write!(script, "mv -f -t {} --", quote(folder));
+            for (path, _) in entries {
+                let _ = write!(script, " {}", quote(path));
+            }
+            script.push('\n');
         }
+        script.push_str("rmdir --");
+        for folder in staged.keys() {
+            let _ = write!(script, " {}", quote(&staging_folder(folder, suffix)));
+        }
+        script.push('\n');
         script.push_str("trap - EXIT\n");
         script.push_str("sync --");
         for folder in &new_folders {
@@ -169,7 +175,55 @@ pub(crate) fn write_script(
         script.push('\n');
     }
     script.push_str("echo done\n}\nocfk8s_write\n");
-    Ok(script)
+    Ok(WriteBatch {
+        script,
+        archive: if staged.is_empty() {
+            Vec::new()
+        } else {
+            archive.finish()
+        },
+        staged: staged
+            .into_values()
+            .flatten()
+            .map(|(path, target)| (path, target.to_string()))
+            .collect(),
+    })
+}
+
+/// What the host's error output says when its `tar` could not unpack.
+const UNPACK_FAILED: &str = "the changed files could not be unpacked: no file was changed";
+
+/// One batch for a host: the script (run with `sh -c`), the archive fed
+/// to it on stdin, and each staged file with its target.
+pub(crate) struct WriteBatch {
+    pub(crate) script: String,
+    pub(crate) archive: Vec<u8>,
+    pub(crate) staged: Vec<(String, String)>,
+}
+
+/// The staging folder of a batch in `folder`: its name carries the
+/// temporary marker, so a run killed before its renames leaves a folder
+/// the next run's state read reports and its batch removes.
+pub(crate) fn staging_folder(folder: &str, suffix: &str) -> String {
+    format!(
+        "{}/.stage{TEMPORARY_MARKER}{suffix}",
+        folder.trim_end_matches('/')
+    )
+}
+
+/// The host's error output, told in the targets' names: `tar` names the
+/// staged file it could not write.
+fn explain(stderr: &str, staged: &[(String, String)]) -> String {
+    for line in stderr.lines() {
+        for (path, target) in staged {
+            let relative = path.trim_start_matches('/');
+            if let Some(rest) = line.split_once(relative).map(|(_, rest)| rest) {
+                let reason = rest.trim_start_matches(':').trim();
+                return format!("cannot write {target}: {reason}; no file was changed");
+            }
+        }
+    }
+    stderr.to_string()
 }
 
 /// Apply `writes` and remove `stray` temporaries on `host`: one round trip.
@@ -186,13 +240,21 @@ pub(crate) async fn write_files(
     if writes.is_empty() && stray.is_empty() {
         return Ok(report);
     }
+    let _timer = crate::timings::step("write");
     let suffix = random_suffix();
-    let script = write_script(writes, stray, &suffix)?;
-    let output = host.run_script(&script).await?;
-    if output.stdout.trim_end() != "done" {
-        anyhow::bail!("the write script did not finish");
+    let batch = write_script(writes, stray, &suffix)?;
+    let output = host
+        .exec_streaming(&batch.script, batch.archive.as_slice())
+        .await?;
+    match output.status {
+        Some(0) if String::from_utf8_lossy(&output.stdout).trim_end() == "done" => Ok(report),
+        Some(0) => anyhow::bail!("the write script did not finish"),
+        Some(code) => anyhow::bail!(
+            "remote script exited with status {code}: {}",
+            explain(&output.stderr, &batch.staged)
+        ),
+        None => anyhow::bail!("remote script was killed: {}", output.stderr),
     }
-    Ok(report)
 }
 
 pub(crate) fn random_suffix() -> String {
@@ -208,22 +270,37 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn run_locally(script: &str) -> std::process::Output {
+    /// Run `batch` as a host does: `sh -c` with the archive on stdin.
+    fn run_locally(batch: &WriteBatch, archive: &[u8]) -> std::process::Output {
         use std::io::Write;
         let mut child = std::process::Command::new("sh")
-            .arg("-s")
+            .arg("-c")
+            .arg(&batch.script)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn sh");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(script.as_bytes())
-            .expect("feed");
+        let mut stdin = child.stdin.take().expect("stdin");
+        // The script may stop before reading it all.
+        let _ = stdin.write_all(archive);
+        drop(stdin);
         child.wait_with_output().expect("wait")
+    }
+
+    fn listing(folder: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(folder)
+            .expect("list")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        names.sort();
+        names
     }
 
     #[test]
@@ -238,6 +315,9 @@ mod tests {
         std::fs::write(&mode_only, "same").expect("write");
         let stray = format!("{root}/etc/.app.conf.ocfk8s-tmp-leftover");
         std::fs::write(&stray, "ol").expect("write");
+        let stray_stage = staging_folder(&format!("{root}/etc"), "killed");
+        std::fs::create_dir_all(&stray_stage).expect("mkdir");
+        std::fs::write(format!("{stray_stage}/app.conf"), "half").expect("write");
         let binary: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
         let writes = [
             FileWrite {
@@ -260,8 +340,9 @@ mod tests {
             },
         ];
 
-        let script = write_script(&writes, std::slice::from_ref(&stray), "run1").expect("script");
-        let output = run_locally(&script);
+        let batch =
+            write_script(&writes, &[stray.clone(), stray_stage.clone()], "run1").expect("script");
+        let output = run_locally(&batch, &batch.archive);
 
         assert!(
             output.status.success(),
@@ -275,27 +356,75 @@ mod tests {
         assert_eq!(mode(&changed), 0o644);
         assert_eq!(mode(&added), 0o600);
         assert_eq!(mode(&mode_only), 0o640);
-        let mut left: Vec<String> = std::fs::read_dir(format!("{root}/etc"))
-            .expect("list")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        left.sort();
-        assert_eq!(left, ["app.conf", "mode.conf", "pki"]);
+        assert_eq!(mode(&format!("{root}/etc/pki")), 0o700);
+        assert_eq!(
+            listing(&format!("{root}/etc")),
+            ["app.conf", "mode.conf", "pki"]
+        );
+        assert_eq!(listing(&format!("{root}/etc/pki")), ["new.key"]);
     }
 
     #[test]
-    fn a_full_disk_names_the_file_changes_nothing_and_leaves_no_temporary() {
+    fn a_file_the_host_cannot_write_is_named_and_nothing_changes() {
+        let staged = vec![(
+            "/etc/kubernetes/.stage.ocfk8s-tmp-abc/admin.conf".to_string(),
+            "/etc/kubernetes/admin.conf".to_string(),
+        )];
+        let stderr = "tar: etc/kubernetes/.stage.ocfk8s-tmp-abc/admin.conf: Cannot write: No space left on device\n\
+                      tar: Exiting with failure status due to previous errors\n\
+                      the changed files could not be unpacked: no file was changed";
+        assert_eq!(
+            explain(stderr, &staged),
+            "cannot write /etc/kubernetes/admin.conf: Cannot write: No space left on device; no file was changed"
+        );
+    }
+
+    #[test]
+    fn an_archive_cut_short_changes_nothing_and_leaves_no_temporary() {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().to_str().expect("utf-8");
         let first = format!("{root}/a.conf");
         let second = format!("{root}/b.conf");
         std::fs::write(&first, "old a").expect("write");
+        let big: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+        let writes = [
+            FileWrite {
+                path: &first,
+                contents: b"new a",
+                mode: 0o644,
+                contents_differ: true,
+            },
+            FileWrite {
+                path: &second,
+                contents: &big,
+                mode: 0o600,
+                contents_differ: true,
+            },
+        ];
+        let batch = write_script(&writes, &[], "cut").expect("script");
+        for cut in [0, 700, batch.archive.len() / 2, batch.archive.len() - 1100] {
+            let output = run_locally(&batch, &batch.archive[..cut]);
+            assert!(
+                !output.status.success(),
+                "an archive cut at {cut} was taken"
+            );
+            assert!(
+                !String::from_utf8_lossy(&output.stdout).contains("done"),
+                "a batch cut at {cut} finished"
+            );
+            assert_eq!(std::fs::read(&first).expect("read"), b"old a");
+            assert_eq!(listing(root), ["a.conf"], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_folder_in_a_files_place_is_named_and_nothing_changes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().to_str().expect("utf-8");
+        let first = format!("{root}/a.conf");
+        let second = format!("{root}/b.conf");
+        std::fs::write(&first, "old a").expect("write");
+        std::fs::create_dir(&second).expect("mkdir");
         let writes = [
             FileWrite {
                 path: &first,
@@ -310,52 +439,15 @@ mod tests {
                 contents_differ: true,
             },
         ];
-        // The second temporary lands on a device that is always full.
-        std::os::unix::fs::symlink("/dev/full", temporary_path(&second, "full")).expect("symlink");
-        let script = write_script(&writes, &[], "full").expect("script");
-        let output = run_locally(&script);
-
+        let batch = write_script(&writes, &[], "folder").expect("script");
+        let output = run_locally(&batch, &batch.archive);
         assert!(!output.status.success());
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("No space left on device"), "{stderr}");
         assert!(
-            stderr.contains(&format!("cannot write {second}: no file was changed")),
+            stderr.contains(&format!("{second} is a folder, not a file")),
             "{stderr}"
         );
         assert_eq!(std::fs::read(&first).expect("read"), b"old a");
-        let left: Vec<String> = std::fs::read_dir(root)
-            .expect("list")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        assert_eq!(left, ["a.conf"]);
-    }
-
-    #[test]
-    fn a_script_cut_short_changes_nothing() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let target = format!("{}/file.conf", dir.path().to_str().expect("utf-8"));
-        std::fs::write(&target, "old").expect("write");
-        let writes = [FileWrite {
-            path: &target,
-            contents: b"new contents",
-            mode: 0o644,
-            contents_differ: true,
-        }];
-        let script = write_script(&writes, &[], "cut").expect("script");
-        for cut in [script.len() / 3, script.len() / 2, script.len() - 14] {
-            let output = run_locally(&script[..cut]);
-            assert!(
-                !String::from_utf8_lossy(&output.stdout).contains("done"),
-                "a script cut at {cut} ran"
-            );
-            assert_eq!(std::fs::read(&target).expect("read"), b"old");
-            assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
-        }
+        assert_eq!(listing(root), ["a.conf", "b.conf"]);
     }
 }
