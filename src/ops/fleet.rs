@@ -39,10 +39,16 @@ pub(crate) struct Fleet {
     apt: BTreeMap<String, AptRequest>,
 }
 
-/// A tokio runtime for one command.
+/// A tokio runtime for one command. Its work is waiting on ssh and
+/// parsing what hosts print: one thread per core (at most four) keeps up
+/// with any concurrency, while the ssh processes it drives get the cores.
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let threads = std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(2)
+        .clamp(1, 4);
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
         .context("starting the async runtime")

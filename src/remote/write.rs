@@ -77,11 +77,20 @@ pub(crate) fn write_script(
         .map(|write| parent(write.path))
         .collect();
     if !new_folders.is_empty() {
-        script.push_str("(umask 022 && mkdir -p --");
+        // Folders are made (0755) only when one is missing.
+        let tests: Vec<String> = new_folders
+            .iter()
+            .map(|folder| format!("[ ! -d {} ]", quote(folder)))
+            .collect();
+        let _ = write!(
+            script,
+            "if {}; then\n  (umask 022 && mkdir -p --",
+            tests.join(" || ")
+        );
         for folder in &new_folders {
             let _ = write!(script, " {}", quote(folder));
         }
-        script.push_str(")\n");
+        script.push_str(")\nfi\n");
     }
     // Folders holding private keys are root's alone.
     let key_folders: BTreeSet<&str> = writes
@@ -190,6 +199,9 @@ pub(crate) fn write_script(
     })
 }
 
+/// The longest write script sent (Linux's limit on one argument is 128 KiB).
+const MAX_SCRIPT: usize = 120 * 1024;
+
 /// What the host's error output says when its `tar` could not unpack.
 const UNPACK_FAILED: &str = "the changed files could not be unpacked: no file was changed";
 
@@ -243,6 +255,14 @@ pub(crate) async fn write_files(
     let _timer = crate::timings::step("write");
     let suffix = random_suffix();
     let batch = write_script(writes, stray, &suffix)?;
+    // The script travels as one argument of `sh -c` (the data on stdin):
+    // Linux takes at most 128 KiB in one argument.
+    if batch.script.len() > MAX_SCRIPT {
+        anyhow::bail!(
+            "the write batch names too many or too long paths to send in one command ({} bytes of script)",
+            batch.script.len()
+        );
+    }
     let output = host
         .exec_streaming(&batch.script, batch.archive.as_slice())
         .await?;
