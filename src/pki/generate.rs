@@ -1178,6 +1178,9 @@ address = "192.0.2.21"
                 "nodes/w1/kube-proxy.conf"
             ]
         );
+        // A store reads the disk once: open it again to see the new files.
+        let store = Store::open(&cluster.pki_dir);
+        let read = |relative: &str| store.read(relative).expect("read");
         assert_eq!(read("ca.crt"), ca);
         assert_eq!(read("nodes/w1/kubelet.crt"), kubelet);
         let renewed = read("nodes/m1/apiserver.crt");
