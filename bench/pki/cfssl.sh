@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The same PKI as `ocfk8s pki generate`, made the way kubetool makes it:
 # cfssl. Three CAs (kubernetes, etcd-ca, front-proxy-ca), the
-# service-account pair, and per node the same leaves (kubelet and kube-proxy
-# everywhere; etcd server/peer/healthcheck-client, apiserver,
+# service-account pair, and per node the same leaves (kubelet client,
+# kubelet serving and kube-proxy everywhere; etcd server/peer/healthcheck-client, apiserver,
 # apiserver-kubelet-client, front-proxy-client, controller-manager and
 # scheduler on masters), plus apiserver-etcd-client, admin and super-admin,
 # with kubeconfigs for the same identities. cfssl gets every core
@@ -55,6 +55,7 @@ for i in $(seq 1 "$masters"); do
   etcd_hosts="$name,localhost,$address,127.0.0.1,::1"
   job "$name-kubelet" ca client "system:node:$name" system:nodes - "$endpoint"
   job "$name-kube-proxy" ca client system:kube-proxy - - "$endpoint"
+  job "$name-kubelet-server" ca server "system:node:$name" system:nodes "$name,$address" -
   job "$name-etcd-server" etcd-ca peer "$name" - "$etcd_hosts" -
   job "$name-etcd-peer" etcd-ca peer "$name" - "$etcd_hosts" -
   job "$name-etcd-healthcheck-client" etcd-ca client kube-etcd-healthcheck-client - - -
@@ -66,9 +67,10 @@ for i in $(seq 1 "$masters"); do
   job "$name-scheduler" ca client system:kube-scheduler - - "$local_endpoint"
 done
 for i in $(seq 1 "$workers"); do
-  name=w$i
+  name=w$i address=10.0.$((2 + i / 250)).$((i % 250 + 1))
   job "$name-kubelet" ca client "system:node:$name" system:nodes - "$endpoint"
   job "$name-kube-proxy" ca client system:kube-proxy - - "$endpoint"
+  job "$name-kubelet-server" ca server "system:node:$name" system:nodes "$name,$address" -
 done
 
 leaf() {

@@ -66,7 +66,7 @@ mod tls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context;
 
@@ -309,6 +309,9 @@ pub struct Store {
     checked: Option<Arc<BTreeMap<String, Vec<u8>>>>,
     /// While being checked: every file read so far.
     seen: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    /// The store on disk as one walk found it, taken at the first read and
+    /// shared by every view of this store, so each file is read once a run.
+    snapshot: Arc<OnceLock<store_file::Snapshot>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -330,6 +333,7 @@ impl Store {
             pending: Arc::default(),
             checked: None,
             seen: Arc::default(),
+            snapshot: Arc::default(),
         }
     }
 
@@ -343,6 +347,7 @@ impl Store {
             pending: Arc::default(),
             checked: Some(Arc::new(files)),
             seen: Arc::default(),
+            snapshot: Arc::default(),
         }
     }
 
@@ -353,6 +358,7 @@ impl Store {
             pending: Arc::new(pending),
             checked: None,
             seen: Arc::default(),
+            snapshot: Arc::clone(&self.snapshot),
         }
     }
 
@@ -371,6 +377,7 @@ impl Store {
             pending: Arc::default(),
             checked: Some(Arc::new(files)),
             seen: Arc::default(),
+            snapshot: Arc::default(),
         }
     }
 
@@ -406,7 +413,9 @@ impl Store {
     }
 
     /// The bytes of a store file, or `None` when it does not exist (or, for
-    /// a checked store, was not checked).
+    /// a checked store, was not checked). An unchecked store reads the disk
+    /// once, at its first read (see [`store_file::Snapshot`]): open a new
+    /// one to see later changes.
     pub fn read_optional(&self, relative: &str) -> anyhow::Result<Option<Vec<u8>>> {
         if let Some(bytes) = self.pending.get(relative) {
             return Ok(Some(bytes.clone()));
@@ -414,7 +423,14 @@ impl Store {
         if let Some(checked) = &self.checked {
             return Ok(checked.get(relative).cloned());
         }
-        let bytes = store_file::read(&self.dir, relative)?;
+        let snapshot = self
+            .snapshot
+            .get_or_init(|| store_file::Snapshot::take(&self.dir));
+        let bytes = match snapshot.lookup(relative) {
+            store_file::Lookup::Read(bytes) => Some(bytes.to_vec()),
+            store_file::Lookup::Missing => None,
+            store_file::Lookup::Unknown => store_file::read(&self.dir, relative)?,
+        };
         if let (Some(bytes), Ok(mut seen)) = (&bytes, self.seen.lock()) {
             seen.insert(relative.to_string(), bytes.clone());
         }
