@@ -340,6 +340,15 @@ pub(crate) fn managed_units(desired: &HostFiles) -> Vec<&str> {
     units
 }
 
+/// The units of `desired` that `scope`'s phases act on: the ones whose
+/// state a plan of those phases reads.
+pub(crate) fn scoped_units<'a>(desired: &'a HostFiles, scope: &ServiceScope<'_>) -> Vec<&'a str> {
+    managed_units(desired)
+        .into_iter()
+        .filter(|name| scope.phases.contains(&units::phase_of(name, scope.master)))
+        .collect()
+}
+
 /// The human-readable plan.
 pub(crate) fn text(plans: &[HostPlan]) -> String {
     let mut out = String::new();

@@ -222,9 +222,9 @@ fn converge_under(
                         )
                         .ok()
                     });
-                let plan = rendered
-                    .as_ref()
-                    .map(|desired| std::sync::Arc::new(fleet::read_plan(cluster, desired, work)));
+                let plan = rendered.as_ref().map(|desired| {
+                    std::sync::Arc::new(fleet::read_plan(cluster, desired, work, phases))
+                });
                 let _ = plan_sender.send(plan);
                 let _ = prepared_sender.send(prepared.map(|prepared| Early {
                     prepared,

@@ -85,13 +85,16 @@ impl Fleet {
                     Some(source) => source.clone().await.ok().flatten(),
                     None => None,
                 };
-                host.facts = match plan.as_ref().and_then(|plan| plan.get(&node.name)) {
-                    Some((paths, units)) => {
+                let reads = plan
+                    .as_ref()
+                    .and_then(|plan| Some((plan.hosts.get(&node.name)?, plan.ports)));
+                host.facts = match reads {
+                    Some(((paths, units), ports)) => {
                         let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
                         let units: Vec<&str> = units.iter().map(String::as_str).collect();
+                        let request = (paths.as_slice(), units.as_slice(), ports);
                         let (facts, state) =
-                            preflight_with_state(cluster, &host, node.is_master(), &paths, &units)
-                                .await?;
+                            preflight_with_state(cluster, &host, node.is_master(), request).await?;
                         host.set_prefetched(remote::Prefetched::new(&paths, &units, state));
                         facts
                     }
@@ -185,6 +188,7 @@ impl Fleet {
                     &cluster.install.bin_dir,
                     resolv_conf,
                     need_binaries,
+                    preflight::ports_matter(phases),
                 );
                 (host.name.clone(), problems)
             })
@@ -394,11 +398,16 @@ async fn preflight_with_state(
     cluster: &Cluster,
     host: &Host,
     master: bool,
-    paths: &[&str],
-    units: &[&str],
+    (paths, units, ports): (&[&str], &[&str], bool),
 ) -> anyhow::Result<(HostFacts, remote::HostState)> {
     let binaries: Vec<&str> = binaries_for(master).map(|binary| binary.name).collect();
     let packages = packages_for(cluster, master);
+    // Which ports are held matters only to a run that starts services.
+    let ports = if ports {
+        preflight::checked_ports(master)
+    } else {
+        Vec::new()
+    };
     remote::read_facts_and_state(
         host,
         &FactsRequest {
@@ -406,7 +415,7 @@ async fn preflight_with_state(
             resolv_conf: &cluster.resolv_conf,
             binaries: &binaries,
             packages: &packages,
-            ports: &preflight::checked_ports(master),
+            ports: &ports,
         },
         paths,
         units,
@@ -423,8 +432,13 @@ fn packages_for(cluster: &Cluster, master: bool) -> Vec<&'static str> {
     }
 }
 
-/// Per host (by name): the paths and units its first state read asks for.
-pub(crate) type ReadPlan = BTreeMap<String, (Vec<String>, Vec<String>)>;
+/// What each host's first state read asks for.
+pub(crate) struct ReadPlan {
+    /// Per host (by name): its paths and units.
+    hosts: BTreeMap<String, (Vec<String>, Vec<String>)>,
+    /// Whether the run starts services (and so checks ports).
+    ports: bool,
+}
 
 /// A read plan being made (the store checked and the files rendered) while
 /// the hosts are connected; `None` when it cannot be made in advance.
@@ -438,14 +452,21 @@ pub(crate) fn read_plan_ready(plan: ReadPlan) -> ReadPlanSource {
     futures::FutureExt::shared(receiver)
 }
 
-/// The read plan for `desired`, with the binaries `work` installs.
-pub(crate) fn read_plan(cluster: &Cluster, desired: &[HostFiles], work: &InstallWork) -> ReadPlan {
-    desired
+/// The read plan of a run of `phases` for `desired`, with the binaries
+/// `work` installs.
+pub(crate) fn read_plan(
+    cluster: &Cluster,
+    desired: &[HostFiles],
+    work: &InstallWork,
+    phases: &[Phase],
+) -> ReadPlan {
+    let hosts = desired
         .iter()
         .map(|files| {
             let master = cluster.masters.iter().any(|node| node.name == files.node);
             let binaries = work.binary_inputs(&cluster.install.bin_dir, master);
-            let (paths, units) = state_request(files, &binaries);
+            let scope = ServiceScope { phases, master };
+            let (paths, units) = state_request(files, &binaries, &scope);
             (
                 files.node.clone(),
                 (
@@ -454,13 +475,19 @@ pub(crate) fn read_plan(cluster: &Cluster, desired: &[HostFiles], work: &Install
                 ),
             )
         })
-        .collect()
+        .collect();
+    ReadPlan {
+        hosts,
+        ports: preflight::ports_matter(phases),
+    }
 }
 
-/// The paths and units a state read of `desired` and `binaries` asks for.
+/// The paths and units a state read of `desired` and `binaries` asks for:
+/// the units whose state `scope`'s phases act on.
 fn state_request<'a>(
     desired: &'a HostFiles,
     binaries: &'a [BinaryInput],
+    scope: &ServiceScope<'_>,
 ) -> (Vec<&'a str>, Vec<&'a str>) {
     let mut paths: Vec<&str> = desired
         .files
@@ -468,7 +495,7 @@ fn state_request<'a>(
         .map(|file| file.path.as_str())
         .collect();
     paths.extend(binaries.iter().map(|binary| binary.path.as_str()));
-    (paths, plan::managed_units(desired))
+    (paths, plan::scoped_units(desired, scope))
 }
 
 /// One line for the connect step: OS, architecture, kernel.
@@ -489,7 +516,7 @@ pub(crate) async fn survey_host(
     binaries: &[BinaryInput],
     scope: ServiceScope<'_>,
 ) -> anyhow::Result<HostPlan> {
-    let (paths, units) = state_request(desired, binaries);
+    let (paths, units) = state_request(desired, binaries, &scope);
     let state = remote::read_state(host, &paths, &units).await?;
     Ok(plan::plan_host(desired, binaries, &state, scope))
 }

@@ -14,6 +14,7 @@
 //!   warning: etcd's TLS and leases dislike skew.
 
 use crate::install::binaries_for;
+use crate::phase::Phase;
 use crate::remote::{BinaryPresence, HostFacts};
 
 pub(crate) const MAX_CLOCK_SKEW_SECS: f64 = 2.0;
@@ -29,6 +30,14 @@ const MASTER_PORTS: [(u16, &str); 4] = [
 ];
 
 const WORKER_PORTS: [(u16, &str); 1] = [(10250, "kubelet")];
+
+/// Whether `phases` start services, so that the ports they will listen
+/// on must be free.
+pub(crate) fn ports_matter(phases: &[Phase]) -> bool {
+    phases
+        .iter()
+        .any(|phase| matches!(phase, Phase::Etcd | Phase::ControlPlane | Phase::Nodes))
+}
 
 /// The ports whose holders preflight may check on a master or a worker.
 pub(crate) fn checked_ports(master: bool) -> Vec<u16> {
@@ -81,6 +90,7 @@ pub(crate) fn check_host(
     bin_dir: &str,
     resolv_conf: Option<&str>,
     need_binaries: bool,
+    check_ports: bool,
 ) -> Problems {
     let mut problems = Problems::default();
     if !ARCHITECTURES.contains(&facts.arch.as_str()) {
@@ -113,7 +123,9 @@ pub(crate) fn check_host(
             ));
         }
     }
-    let ports: &[(u16, &str)] = if master && !facts.etcd_data {
+    let ports: &[(u16, &str)] = if !check_ports {
+        &[]
+    } else if master && !facts.etcd_data {
         &MASTER_PORTS
     } else if !master && !facts.kubelet_active {
         &WORKER_PORTS
@@ -183,7 +195,7 @@ mod tests {
     #[test]
     fn a_ready_host_has_no_problems() {
         assert_eq!(
-            check_host(&facts(), true, "/usr/bin", None, true),
+            check_host(&facts(), true, "/usr/bin", None, true, true),
             Problems::default()
         );
     }
@@ -208,7 +220,7 @@ mod tests {
             holder: Some("etcd (pid 7)".into()),
             program: Some("etcd".into()),
         });
-        let problems = check_host(&facts, true, "/usr/local/bin", None, true);
+        let problems = check_host(&facts, true, "/usr/local/bin", None, true, true);
         let errors = problems.errors.join("\n");
         assert!(errors.contains("riscv64"), "{errors}");
         assert!(
@@ -234,7 +246,7 @@ mod tests {
             .binaries
             .insert("kubelet".into(), BinaryPresence::Executable);
         facts.binaries.remove("etcd");
-        assert!(check_host(&facts, false, "/usr/bin", None, true)
+        assert!(check_host(&facts, false, "/usr/bin", None, true, true)
             .errors
             .is_empty());
     }
@@ -244,7 +256,15 @@ mod tests {
         let mut facts = facts();
         facts.systemd_resolved = true;
         facts.nameservers = Some(vec!["127.0.0.53".into()]);
-        let errors = check_host(&facts, false, "/usr/bin", Some("/etc/resolv.conf"), false).errors;
+        let errors = check_host(
+            &facts,
+            false,
+            "/usr/bin",
+            Some("/etc/resolv.conf"),
+            false,
+            true,
+        )
+        .errors;
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
             errors[0].contains("names only the local stub 127.0.0.53"),
@@ -255,16 +275,29 @@ mod tests {
             "{errors:?}"
         );
         facts.nameservers = Some(vec!["127.0.0.53".into(), "10.0.0.2".into()]);
-        assert!(
-            check_host(&facts, false, "/usr/bin", Some("/etc/resolv.conf"), false)
-                .errors
-                .is_empty()
-        );
+        assert!(check_host(
+            &facts,
+            false,
+            "/usr/bin",
+            Some("/etc/resolv.conf"),
+            false,
+            true
+        )
+        .errors
+        .is_empty());
         facts.nameservers = None;
-        let errors = check_host(&facts, false, "/usr/bin", Some("/etc/resolv.conf"), false).errors;
+        let errors = check_host(
+            &facts,
+            false,
+            "/usr/bin",
+            Some("/etc/resolv.conf"),
+            false,
+            true,
+        )
+        .errors;
         assert!(errors[0].contains("missing or unreadable"), "{errors:?}");
         // Without kubelet in the run, the file does not matter.
-        assert!(check_host(&facts, false, "/usr/bin", None, false)
+        assert!(check_host(&facts, false, "/usr/bin", None, false, true)
             .errors
             .is_empty());
     }

@@ -42,7 +42,7 @@ pub(crate) fn show(
     )?;
     let (plans, membership) = fleet::runtime()?.block_on(async {
         let progress = printer.host_progress(cluster.nodes().map(|node| node.name.as_str()));
-        let reads = fleet::read_plan_ready(fleet::read_plan(cluster, &early, &work));
+        let reads = fleet::read_plan_ready(fleet::read_plan(cluster, &early, &work, phases));
         let nodes: Vec<&crate::inventory::Node> = cluster.nodes().collect();
         let mut fleet = Fleet::connect(
             cluster,

@@ -337,8 +337,10 @@ pub(crate) async fn read_facts_and_state(
     units: &[&str],
 ) -> anyhow::Result<(HostFacts, super::HostState)> {
     let _timer = crate::timings::step("host facts+state");
+    // Whether kubelet runs matters only with ports to check; the state
+    // read says it when it reads kubelet.service.
     let kubelet_in_state = units.contains(&"kubelet.service");
-    let mut script = facts_script_with(request, !kubelet_in_state)?;
+    let mut script = facts_script_with(request, !kubelet_in_state && !request.ports.is_empty())?;
     let _ = writeln!(script, "echo {STATE_FOLLOWS}");
     script.push_str(&super::state::state_script(paths, units)?);
     let sent = unix_now();
