@@ -44,9 +44,10 @@ const HOSTILE: [&str; 16] = [
 const WITH_NUL: &str = "x\0';touch PWNED;'";
 
 /// Commands the scripts call, stubbed: each logs its name and arguments.
-const STUBBED: [&str; 45] = [
+const STUBBED: [&str; 46] = [
     "systemctl",
     "tar",
+    "perl",
     "etcdctl",
     "kubectl",
     "curl",
