@@ -284,7 +284,7 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
     let run = cluster.run(&["--accept-new-host-keys", "pki", "generate"]);
     assert_eq!(run.status, 0, "{}", run.stderr);
 
-    let first = cluster.run(&["bootstrap"]);
+    let first = cluster.run(&["--timings", "bootstrap"]);
     assert_eq!(first.status, 0, "{}\n{}", first.stdout, first.stderr);
     assert!(
         first
@@ -293,6 +293,24 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
         "{}",
         first.stderr
     );
+    // `--timings` breaks the first bootstrap into its steps, services too.
+    for step in [
+        "ssh connect",
+        "host facts+state",
+        "write",
+        "service changes",
+        "health gates",
+        "total",
+    ] {
+        assert!(
+            first
+                .stderr
+                .lines()
+                .any(|line| line.trim_start().starts_with(&format!("{step} "))),
+            "no {step} in the timings:\n{}",
+            first.stderr
+        );
+    }
 
     // Once formed, the masters' etcd settings describe the running cluster
     // (etcd reads them only on a first start; a later plan keeps them).

@@ -54,6 +54,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Result<T, String>>>,
 {
+    let _timer = crate::timings::step("health gates");
     let started = Instant::now();
     loop {
         let last = match check().await {

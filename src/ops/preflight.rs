@@ -31,12 +31,16 @@ const MASTER_PORTS: [(u16, &str); 4] = [
 
 const WORKER_PORTS: [(u16, &str); 1] = [(10250, "kubelet")];
 
-/// Whether `phases` start services, so that the ports they will listen
-/// on must be free.
+/// Whether `phases` install or start the cluster's services, so that the
+/// ports they will listen on must be free (a run that only writes files
+/// starts nothing).
 pub(crate) fn ports_matter(phases: &[Phase]) -> bool {
-    phases
-        .iter()
-        .any(|phase| matches!(phase, Phase::Etcd | Phase::ControlPlane | Phase::Nodes))
+    phases.iter().any(|phase| {
+        matches!(
+            phase,
+            Phase::Install | Phase::Etcd | Phase::ControlPlane | Phase::Nodes
+        )
+    })
 }
 
 /// The ports whose holders preflight may check on a master or a worker.

@@ -105,6 +105,7 @@ pub(crate) async fn apply(host: &Host, changes: &[ServiceChange]) -> anyhow::Res
     if changes.is_empty() {
         return Ok(());
     }
+    let _timer = crate::timings::step("service changes");
     let script = apply_script(changes)?;
     host.run_script(&script)
         .await
