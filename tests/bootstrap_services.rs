@@ -499,8 +499,19 @@ fn bootstrap_runs_etcd_and_the_front_door_and_rolls_changes_without_failed_reads
     for (old, new) in all_pids[0].iter().zip(&new_pids) {
         assert_ne!(old, new, "every member restarted");
     }
-    let plan = cluster.run(&["plan", "--exit-code"]);
+    let plan = cluster.run(&["--timings", "plan", "--exit-code"]);
     assert_eq!(plan.status, 0, "{}", plan.stdout);
+    // A running cluster's plan: asking etcd for its members on a master
+    // keeps that master's state, read with its facts; one read per host.
+    assert!(
+        !plan
+            .stderr
+            .lines()
+            .any(|line| line.trim_start().starts_with("state read ")),
+        "a host read twice:\n{}",
+        plan.stderr
+    );
+    assert!(plan.stderr.contains("etcd members"), "{}", plan.stderr);
 
     // status: healthy now; a stopped member is named and the exit is 1; a
     // re-run starts it again and status is healthy again.

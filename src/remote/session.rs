@@ -275,12 +275,30 @@ impl Host {
     /// a failed connection (ssh's status 255) or a refused `sudo -n` is an
     /// error here.
     pub(crate) async fn exec(&self, script: &str) -> anyhow::Result<ExecOutput> {
+        self.forget_prefetched();
         self.shell(
             &["-s"],
             script.as_bytes(),
             "sending the script to the remote shell",
         )
         .await
+    }
+
+    /// [`Host::exec`] for a script that changes nothing on the host (it
+    /// only asks a service): the state read with the facts stays good.
+    pub(crate) async fn exec_reading(&self, script: &str) -> anyhow::Result<ExecOutput> {
+        self.shell(
+            &["-s"],
+            script.as_bytes(),
+            "sending the script to the remote shell",
+        )
+        .await
+    }
+
+    fn forget_prefetched(&self) {
+        if let Ok(mut slot) = self.prefetched.lock() {
+            *slot = None;
+        }
     }
 
     /// Run `script` with `sh -c` as root, streaming `input` to its stdin
@@ -292,6 +310,7 @@ impl Host {
         script: &str,
         input: impl tokio::io::AsyncRead + Unpin,
     ) -> anyhow::Result<ExecOutput> {
+        self.forget_prefetched();
         self.shell(&["-c", script], input, "streaming to the remote shell")
             .await
     }
@@ -324,9 +343,6 @@ impl Host {
         mut input: impl tokio::io::AsyncRead + Unpin,
         feeding: &'static str,
     ) -> anyhow::Result<ExecOutput> {
-        if let Ok(mut slot) = self.prefetched.lock() {
-            *slot = None;
-        }
         let mut command = if self.sudo {
             let mut command = self.session.command("sudo");
             command.arg("-n").arg("sh");
