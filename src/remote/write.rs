@@ -82,15 +82,12 @@ pub(crate) fn write_script(
             .iter()
             .map(|folder| format!("[ ! -d {} ]", quote(folder)))
             .collect();
-        let _ = write!(
+        let _ = writeln!(
             script,
-            "if {}; then\n  (umask 022 && mkdir -p --",
-            tests.join(" || ")
+            "if {}; then\n  (umask 022 && mkdir -p --{})\nfi",
+            tests.join(" || "),
+            quoted(new_folders.iter().map(|folder| folder.to_string()))
         );
-        for folder in &new_folders {
-            let _ = write!(script, " {}", quote(folder));
-        }
-        script.push_str(")\nfi\n");
     }
     // Folders holding private keys are root's alone.
     let key_folders: BTreeSet<&str> = writes
@@ -99,11 +96,11 @@ pub(crate) fn write_script(
         .map(|write| parent(write.path))
         .collect();
     if !key_folders.is_empty() {
-        script.push_str("chmod 0700 --");
-        for folder in &key_folders {
-            let _ = write!(script, " {}", quote(folder));
-        }
-        script.push('\n');
+        let _ = writeln!(
+            script,
+            "chmod 0700 --{}",
+            quoted(key_folders.iter().map(|folder| folder.to_string()))
+        );
     }
     // Changed files are unpacked by one `tar` into a staging folder in
     // their own folder (root's, 0700), then renamed over their targets.
@@ -134,19 +131,12 @@ pub(crate) fn write_script(
         archive.file(&path, write.mode, write.contents);
         entries.push((path, write.path));
     }
+    let stages = quoted(staged.keys().map(|folder| staging_folder(folder, suffix)));
     if !staged.is_empty() {
-        let stages: Vec<String> = staged
-            .keys()
-            .map(|folder| quote(&staging_folder(folder, suffix)))
-            .collect();
         // Whatever stops the batch before its renames (a full disk, a
         // folder in a file's place, an archive cut short) takes this
         // batch's staging folders with it.
-        let _ = writeln!(
-            script,
-            "trap {} EXIT",
-            quote(&format!("rm -rf -- {}", stages.join(" ")))
-        );
+        let _ = writeln!(script, "trap {} EXIT", quote(&format!("rm -rf --{stages}")));
         let _ = writeln!(
             script,
             "tar -x -p -m --numeric-owner -C / -f - || {{ echo '{UNPACK_FAILED}' >&2; exit 1; }}"
@@ -163,42 +153,24 @@ pub(crate) fn write_script(
         // staging folders removed and the folders synced: by one perl
         // (Debian's perl-base is always there) or, without it, one `sync`,
         // one `mv` per folder and one `rmdir`.
+        let staged_paths = quoted(staged.values().flatten().map(|(path, _)| path.clone()));
+        let folders = quoted(new_folders.iter().map(|folder| folder.to_string()));
+        let pairs = quoted(
+            staged
+                .values()
+                .flatten()
+                .flat_map(|(path, target)| [path.clone(), target.to_string()]),
+        );
         let _ = write!(
             script,
-            "if command -v perl >/dev/null 2>&1; then\n  perl -e {} --",
+            "if command -v perl >/dev/null 2>&1; then\n  perl -e {} --{pairs} --{stages} --{folders}\nelse\n  sync --{staged_paths}\n",
             quote(COMMIT)
         );
-        for (path, target) in staged.values().flatten() {
-            let _ = write!(script, " {} {}", quote(path), quote(target));
-        }
-        script.push_str(" --");
-        for folder in staged.keys() {
-            let _ = write!(script, " {}", quote(&staging_folder(folder, suffix)));
-        }
-        script.push_str(" --");
-        for folder in &new_folders {
-            let _ = write!(script, " {}", quote(folder));
-        }
-        script.push_str("\nelse\n  sync --");
-        for (path, _) in staged.values().flatten() {
-            let _ = write!(script, " {}", quote(path));
-        }
-        script.push('\n');
         for (folder, entries) in &staged {
-            let _ = write!(script, "  mv -f -t {} --", quote(folder));
-            for (path, _) in entries {
-                let _ = write!(script, " {}", quote(path));
-            }
-            script.push('\n');
+            let paths = quoted(entries.iter().map(|(path, _)| path.clone()));
+            let _ = writeln!(script, "  mv -f -t {} --{paths}", quote(folder));
         }
-        script.push_str("  rmdir --");
-        for folder in staged.keys() {
-            let _ = write!(script, " {}", quote(&staging_folder(folder, suffix)));
-        }
-        script.push_str("\n  sync --");
-        for folder in &new_folders {
-            let _ = write!(script, " {}", quote(folder));
-        }
+        let _ = write!(script, "  rmdir --{stages}\n  sync --{folders}");
         script.push_str("\nfi\ntrap - EXIT\n");
     }
     script.push_str("echo done\n}\nocfk8s_write\n");
@@ -234,6 +206,15 @@ flush($_) for @folders;
 
 /// The longest write script sent (Linux's limit on one argument is 128 KiB).
 const MAX_SCRIPT: usize = 120 * 1024;
+
+/// Each of `words` quoted for the shell, each after a space.
+fn quoted(words: impl IntoIterator<Item = String>) -> String {
+    words.into_iter().fold(String::new(), |mut line, word| {
+        line.push(' ');
+        line.push_str(&quote(&word));
+        line
+    })
+}
 
 /// What the host's error output says when its `tar` could not unpack.
 const UNPACK_FAILED: &str = "the changed files could not be unpacked: no file was changed";
