@@ -483,19 +483,33 @@ pub(crate) fn read_plan(
 }
 
 /// The paths and units a state read of `desired` and `binaries` asks for:
-/// the units whose state `scope`'s phases act on.
+/// the units whose state `scope`'s phases act on, and only the binaries
+/// this run places or whose hash is an input of one of those units (a
+/// files-only run does not hash a 100 MB kubelet).
 fn state_request<'a>(
     desired: &'a HostFiles,
     binaries: &'a [BinaryInput],
     scope: &ServiceScope<'_>,
 ) -> (Vec<&'a str>, Vec<&'a str>) {
+    let units = plan::scoped_units(desired, scope);
     let mut paths: Vec<&str> = desired
         .files
         .iter()
         .map(|file| file.path.as_str())
         .collect();
-    paths.extend(binaries.iter().map(|binary| binary.path.as_str()));
-    (paths, plan::scoped_units(desired, scope))
+    paths.extend(
+        binaries
+            .iter()
+            .filter(|binary| {
+                binary.sha256.is_some()
+                    || binary
+                        .restarts
+                        .iter()
+                        .any(|unit| units.contains(&unit.as_str()))
+            })
+            .map(|binary| binary.path.as_str()),
+    );
+    (paths, units)
 }
 
 /// One line for the connect step: OS, architecture, kernel.
@@ -536,5 +550,57 @@ fn summary_of(plan: &HostPlan) -> String {
             },
             plan.services.len()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::RenderedFile;
+
+    #[test]
+    fn a_binary_is_read_only_when_placed_or_an_input_of_a_unit_in_scope() {
+        let desired = HostFiles {
+            node: "m1".into(),
+            files: vec![RenderedFile {
+                path: "/etc/systemd/system/etcd.service".into(),
+                contents: b"[Service]\n".to_vec(),
+                mode: 0o644,
+                secret: false,
+                restarts: vec!["etcd.service".into()],
+            }],
+        };
+        let etcd = |sha256: Option<&str>| BinaryInput {
+            path: "/usr/bin/etcd".into(),
+            sha256: sha256.map(str::to_string),
+            restarts: vec!["etcd.service".into()],
+        };
+        let read = |binary: BinaryInput, phases: &[Phase]| {
+            let binaries = [binary];
+            let scope = ServiceScope {
+                phases,
+                master: true,
+            };
+            let (paths, units) = state_request(&desired, &binaries, &scope);
+            (
+                paths
+                    .iter()
+                    .map(|path| path.to_string())
+                    .collect::<Vec<_>>(),
+                units.len(),
+            )
+        };
+        // A files-only run neither hashes etcd nor asks about its unit.
+        assert_eq!(
+            read(etcd(None), &[Phase::Files]),
+            (vec!["/etc/systemd/system/etcd.service".to_string()], 0)
+        );
+        // The etcd phase needs the binary's hash as an input of its unit.
+        let (paths, units) = read(etcd(None), &[Phase::Files, Phase::Etcd]);
+        assert!(paths.contains(&"/usr/bin/etcd".to_string()));
+        assert_eq!(units, 1);
+        // A binary this run uploads is compared whatever the phases.
+        let (paths, _) = read(etcd(Some("00")), &[Phase::Files]);
+        assert!(paths.contains(&"/usr/bin/etcd".to_string()));
     }
 }

@@ -419,8 +419,13 @@ fn the_engine_scripts_keep_planted_paths_and_names_inert() {
             folder.display(),
             crate::remote::TEMPORARY_MARKER
         );
-        let batch = crate::remote::write_script(&writes, std::slice::from_ref(&stray), "suffix")
-            .expect("write script");
+        let batch = crate::remote::write_script(
+            &writes,
+            std::slice::from_ref(&stray),
+            "suffix",
+            std::env::consts::ARCH,
+        )
+        .expect("write script");
         let staged = batch.staged[0].0.clone();
         inert(
             &scratch,
