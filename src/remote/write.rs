@@ -104,10 +104,11 @@ pub(crate) fn write_script(
             quoted(key_folders.iter().map(|folder| folder.to_string()))
         );
     }
-    // Changed files are unpacked by one `tar` into a staging folder in
-    // their own folder (root's, 0700), then renamed over their targets.
+    // Changed files are unpacked by one `tar` into temporaries beside
+    // their targets (created 0600 under umask 077, given their mode once
+    // written), then renamed over their targets.
     let mut archive = super::archive::Archive::default();
-    let mut staged: BTreeMap<&str, Vec<(String, &str)>> = BTreeMap::new();
+    let mut staged: Vec<(String, &str)> = Vec::new();
     let mut to_own = Vec::new();
     let mut by_mode: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for write in writes {
@@ -123,22 +124,20 @@ pub(crate) fn write_script(
             "if [ -d {target} ] && [ ! -L {target} ]; then echo {target}' is a folder, not a file' >&2; exit 1; fi",
             target = quote(write.path),
         );
-        let folder = parent(write.path);
-        let stage = staging_folder(folder, suffix);
-        let entries = staged.entry(folder).or_default();
-        if entries.is_empty() {
-            archive.folder(&stage, 0o700);
-        }
-        let path = format!("{stage}/{}", file_name(write.path));
-        archive.file(&path, write.mode, write.contents);
-        entries.push((path, write.path));
+        let temporary = temporary_path(write.path, suffix);
+        archive.file(&temporary, write.mode, write.contents);
+        staged.push((temporary, write.path));
     }
-    let stages = quoted(staged.keys().map(|folder| staging_folder(folder, suffix)));
+    let temporaries = quoted(staged.iter().map(|(temporary, _)| temporary.clone()));
     if !staged.is_empty() {
         // Whatever stops the batch before its renames (a full disk, a
         // folder in a file's place, an archive cut short) takes this
-        // batch's staging folders with it.
-        let _ = writeln!(script, "trap {} EXIT", quote(&format!("rm -rf --{stages}")));
+        // batch's temporaries with it.
+        let _ = writeln!(
+            script,
+            "trap {} EXIT",
+            quote(&format!("rm -f --{temporaries}"))
+        );
         let _ = writeln!(
             script,
             "tar -x -p -m --numeric-owner -C / -f - || {{ echo '{UNPACK_FAILED}' >&2; exit 1; }}"
@@ -151,28 +150,29 @@ pub(crate) fn write_script(
         let _ = writeln!(script, "chmod {mode} -- {}", paths.join(" "));
     }
     if !staged.is_empty() {
-        // Every staged file synced, then renamed over its target, the
-        // staging folders removed and the folders synced: by one perl
-        // (Debian's perl-base is always there) or, without it, one `sync`,
-        // one `mv` per folder and one `rmdir`.
-        let staged_paths = quoted(staged.values().flatten().map(|(path, _)| path.clone()));
+        // Every temporary synced, then renamed over its target, and the
+        // folders synced: by one perl (Debian's perl-base is always
+        // there) or, without it, `sync`, one `mv` per file and `sync`.
         let folders = quoted(new_folders.iter().map(|folder| folder.to_string()));
         let pairs = quoted(
             staged
-                .values()
-                .flatten()
-                .flat_map(|(path, target)| [path.clone(), target.to_string()]),
+                .iter()
+                .flat_map(|(temporary, target)| [temporary.clone(), target.to_string()]),
         );
-        let _ = write!(
+        let _ = writeln!(
             script,
-            "if command -v perl >/dev/null 2>&1; then\n  perl -e {} --{pairs} --{stages} --{folders}\nelse\n  sync --{staged_paths}\n",
+            "if command -v perl >/dev/null 2>&1; then\n  perl -e {} --{pairs} --{folders}\nelse\n  sync --{temporaries}",
             quote(&commit_script(arch))
         );
-        for (folder, entries) in &staged {
-            let paths = quoted(entries.iter().map(|(path, _)| path.clone()));
-            let _ = writeln!(script, "  mv -f -t {} --{paths}", quote(folder));
+        for (temporary, target) in &staged {
+            let _ = writeln!(
+                script,
+                "  mv -f -T -- {} {}",
+                quote(temporary),
+                quote(target)
+            );
         }
-        let _ = write!(script, "  rmdir --{stages}\n  sync --{folders}");
+        let _ = write!(script, "  sync --{folders}");
         script.push_str("\nfi\ntrap - EXIT\n");
     }
     script.push_str("echo done\n}\nocfk8s_write\n");
@@ -184,25 +184,23 @@ pub(crate) fn write_script(
             archive.finish()
         },
         staged: staged
-            .into_values()
-            .flatten()
-            .map(|(path, target)| (path, target.to_string()))
+            .into_iter()
+            .map(|(temporary, target)| (temporary, target.to_string()))
             .collect(),
     })
 }
 
-/// The commit of a batch in perl: its arguments are the staged files each
-/// followed by its target, `--`, the staging folders, `--`, the folders to
-/// sync. Each staged file is synced before any rename, so a crash after a
-/// rename never leaves a target with contents not on disk. `fsync` comes
-/// first (see [`commit_script`]).
+/// The commit of a batch in perl: its arguments are the temporaries each
+/// followed by its target, `--`, the folders to sync. Each temporary is
+/// synced before any rename, so a crash after a rename never leaves a
+/// target with contents not on disk. `fsync` comes first (see
+/// [`commit_script`]).
 const COMMIT: &str = r#"use strict;
-my (@pairs, @stages, @folders); my $list = \@pairs;
-for (@ARGV) { if ($_ eq "--") { $list = $list == \@pairs ? \@stages : \@folders; next } push @$list, $_ }
+my (@pairs, @folders); my $list = \@pairs;
+for (@ARGV) { if ($_ eq "--") { $list = \@folders; next } push @$list, $_ }
 sub flush { my $p = shift; open(my $h, "<", $p) or die "cannot open $p: $!\n"; fsync($h) or die "cannot sync $p: $!\n"; close $h }
 for (my $i = 0; $i < @pairs; $i += 2) { flush($pairs[$i]) }
 for (my $i = 0; $i < @pairs; $i += 2) { rename($pairs[$i], $pairs[$i + 1]) or die "cannot rename $pairs[$i] over $pairs[$i + 1]: $!\n" }
-for (@stages) { rmdir($_) or die "cannot remove $_: $!\n" }
 flush($_) for @folders;
 "#;
 
@@ -235,21 +233,11 @@ fn quoted(words: impl IntoIterator<Item = String>) -> String {
 const UNPACK_FAILED: &str = "the changed files could not be unpacked: no file was changed";
 
 /// One batch for a host: the script (run with `sh -c`), the archive fed
-/// to it on stdin, and each staged file with its target.
+/// to it on stdin, and each temporary with its target.
 pub(crate) struct WriteBatch {
     pub(crate) script: String,
     pub(crate) archive: Vec<u8>,
     pub(crate) staged: Vec<(String, String)>,
-}
-
-/// The staging folder of a batch in `folder`: its name carries the
-/// temporary marker, so a run killed before its renames leaves a folder
-/// the next run's state read reports and its batch removes.
-pub(crate) fn staging_folder(folder: &str, suffix: &str) -> String {
-    format!(
-        "{}/.stage{TEMPORARY_MARKER}{suffix}",
-        folder.trim_end_matches('/')
-    )
 }
 
 /// The host's error output, told in the targets' names: `tar` names the
@@ -407,7 +395,8 @@ mod tests {
         std::fs::write(&mode_only, "same").expect("write");
         let stray = format!("{root}/etc/.app.conf.ocfk8s-tmp-leftover");
         std::fs::write(&stray, "ol").expect("write");
-        let stray_stage = staging_folder(&format!("{root}/etc"), "killed");
+        // A staging folder an earlier version's killed run left.
+        let stray_stage = format!("{root}/etc/.stage{TEMPORARY_MARKER}killed");
         std::fs::create_dir_all(&stray_stage).expect("mkdir");
         std::fs::write(format!("{stray_stage}/app.conf"), "half").expect("write");
         let binary: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
@@ -463,10 +452,10 @@ mod tests {
     #[test]
     fn a_file_the_host_cannot_write_is_named_and_nothing_changes() {
         let staged = vec![(
-            "/etc/kubernetes/.stage.ocfk8s-tmp-abc/admin.conf".to_string(),
+            "/etc/kubernetes/.admin.conf.ocfk8s-tmp-abc".to_string(),
             "/etc/kubernetes/admin.conf".to_string(),
         )];
-        let stderr = "tar: etc/kubernetes/.stage.ocfk8s-tmp-abc/admin.conf: Cannot write: No space left on device\n\
+        let stderr = "tar: etc/kubernetes/.admin.conf.ocfk8s-tmp-abc: Cannot write: No space left on device\n\
                       tar: Exiting with failure status due to previous errors\n\
                       the changed files could not be unpacked: no file was changed";
         assert_eq!(
