@@ -264,8 +264,10 @@ fn write_batch_with(
         .map(|file| (temporary_name(&file.relative), file))
         .collect();
     let mut created = Vec::new();
+    let timer = crate::timings::step("pki temporaries written and synced");
     let prepared = create_folders(root, &folders, &mut created)
         .and_then(|()| write_temporaries(root, &renames, &folders, durability));
+    drop(timer);
     if let Err(error) = prepared {
         // Nothing was committed: take back what this batch added (a full
         // disk must leave the store as it was, not merely recoverable).
@@ -315,6 +317,7 @@ fn write_batch_with(
     }
     let _ = interrupt;
 
+    let _timer = crate::timings::step("pki renames and sync");
     let mut operations = renames_of(&renames);
     operations.extend(
         removals

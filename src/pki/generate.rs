@@ -306,6 +306,7 @@ impl Problems {
 
 /// Read and check the existing store; decide what to create.
 pub(crate) fn plan(cluster: &Cluster, store: &Store) -> anyhow::Result<Plan> {
+    let _timer = crate::timings::step("pki store read and check");
     let mut problems = Problems::default();
     let mut authorities = BTreeMap::new();
     for authority in certlist::authorities(cluster) {
@@ -921,6 +922,7 @@ fn check_kubeconfig(
 
 /// Mint everything the plan lacks; returns the files in store order.
 pub(super) fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
+    let _timer = crate::timings::step("pki keys and certificates");
     let algorithm = cluster.key_algorithm;
     let Plan {
         authorities,
