@@ -393,6 +393,37 @@ fn second_generate_changes_no_byte_and_says_so() {
 }
 
 #[test]
+fn timings_break_a_generate_into_its_steps() {
+    let cluster = Cluster::base();
+    let run = cluster.run(&["--timings", "pki", "generate"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    for step in [
+        "pki store read",
+        "pki keys, certs",
+        "pki temporaries",
+        "pki renames",
+        "total",
+    ] {
+        assert!(
+            run.stderr
+                .lines()
+                .any(|line| line.trim_start().starts_with(step)),
+            "no {step:?} step in:\n{}",
+            run.stderr
+        );
+    }
+    // Nothing to write: nothing is timed as written.
+    let again = cluster.run(&["--timings", "pki", "generate"]);
+    assert_eq!(again.status, 0, "{}", again.stderr);
+    assert!(again.stderr.contains("pki store read"), "{}", again.stderr);
+    assert!(
+        !again.stderr.contains("pki temporaries"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
 fn verbose_lists_files_and_output_never_shows_key_material() {
     let cluster = Cluster::base();
     let run = cluster.run(&["-v", "pki", "generate"]);

@@ -264,7 +264,7 @@ fn write_batch_with(
         .map(|file| (temporary_name(&file.relative), file))
         .collect();
     let mut created = Vec::new();
-    let timer = crate::timings::step("pki temporaries written and synced");
+    let timer = crate::timings::step("pki temporaries");
     let prepared = create_folders(root, &folders, &mut created)
         .and_then(|()| write_temporaries(root, &renames, &folders, durability));
     drop(timer);
@@ -317,7 +317,7 @@ fn write_batch_with(
     }
     let _ = interrupt;
 
-    let _timer = crate::timings::step("pki renames and sync");
+    let _timer = crate::timings::step("pki renames");
     let mut operations = renames_of(&renames);
     operations.extend(
         removals

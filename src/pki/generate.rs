@@ -153,7 +153,9 @@ pub(crate) fn generate_locked(
     lock: &RunLock,
 ) -> anyhow::Result<(Generated, Store)> {
     let store = Store::open(&cluster.pki_dir);
+    let timer = crate::timings::step("pki store read");
     let plan = plan(cluster, &store)?;
+    drop(timer);
     refuse_expired(&plan.expired, |_| false)?;
     write(cluster, lock, store, plan)
 }
@@ -306,7 +308,6 @@ impl Problems {
 
 /// Read and check the existing store; decide what to create.
 pub(crate) fn plan(cluster: &Cluster, store: &Store) -> anyhow::Result<Plan> {
-    let _timer = crate::timings::step("pki store read and check");
     let mut problems = Problems::default();
     let mut authorities = BTreeMap::new();
     for authority in certlist::authorities(cluster) {
@@ -922,7 +923,7 @@ fn check_kubeconfig(
 
 /// Mint everything the plan lacks; returns the files in store order.
 pub(super) fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
-    let _timer = crate::timings::step("pki keys and certificates");
+    let _timer = crate::timings::step("pki keys, certs");
     let algorithm = cluster.key_algorithm;
     let Plan {
         authorities,
