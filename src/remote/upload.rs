@@ -96,6 +96,7 @@ pub(crate) async fn upload_file(
 
 #[cfg(test)]
 mod tests {
+    use super::super::listing;
     use super::*;
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt;
@@ -131,21 +132,6 @@ mod tests {
         unsafe { libc::getgid() }
     }
 
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .expect("list")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        names.sort();
-        names
-    }
-
     #[test]
     fn receives_whole_files_and_refuses_cut_short_ones_leaving_no_temporary() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -169,7 +155,7 @@ mod tests {
             .mode()
             & 0o7777;
         assert_eq!(mode, 0o755);
-        assert_eq!(names(&bin), ["kubelet"]);
+        assert_eq!(listing(&bin), ["kubelet"]);
 
         // Half the bytes (a run killed mid-transfer): the old file stays,
         // and so does no temporary.
@@ -184,7 +170,7 @@ mod tests {
             String::from_utf8_lossy(&output.stderr)
         );
         assert_eq!(std::fs::read(target).expect("read"), contents);
-        assert_eq!(names(&bin), ["kubelet"]);
+        assert_eq!(listing(&bin), ["kubelet"]);
     }
 
     #[test]

@@ -304,6 +304,7 @@ pub(crate) fn random_suffix() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::listing;
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
@@ -352,21 +353,6 @@ mod tests {
         let _ = stdin.write_all(archive);
         drop(stdin);
         child.wait_with_output().expect("wait")
-    }
-
-    fn listing(folder: &str) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(folder)
-            .expect("list")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        names.sort();
-        names
     }
 
     #[test]
@@ -443,10 +429,10 @@ mod tests {
         assert_eq!(mode(&mode_only), 0o640);
         assert_eq!(mode(&format!("{root}/etc/pki")), 0o700);
         assert_eq!(
-            listing(&format!("{root}/etc")),
+            listing(format!("{root}/etc")),
             ["app.conf", "mode.conf", "pki"]
         );
-        assert_eq!(listing(&format!("{root}/etc/pki")), ["new.key"]);
+        assert_eq!(listing(format!("{root}/etc/pki")), ["new.key"]);
     }
 
     #[test]
