@@ -93,7 +93,7 @@ impl Faults {
     /// What a host holds in its overlays, minus the test's own fixtures.
     fn held(&self, name: &str) -> BTreeMap<String, Held> {
         let mut files = self.sandbox.files(name);
-        files.remove(SLOW_BASE64);
+        files.remove(SLOW_TAR);
         files
     }
 
@@ -216,10 +216,11 @@ impl Faults {
     }
 }
 
-/// A `base64` in a host's own /usr/local/bin (ahead of /usr/bin in root's
-/// PATH) that pauses after each file: the push's write script decodes every
-/// file through it, so the push lasts long enough to be cut.
-const SLOW_BASE64: &str = "/usr/local/bin/base64";
+/// A `tar` in a host's own /usr/local/bin (ahead of /usr/bin in root's
+/// PATH) that pauses once it has unpacked: the push's write script unpacks
+/// every changed file through it into temporaries, so the push stays
+/// between its unpacking and its renames long enough to be cut there.
+const SLOW_TAR: &str = "/usr/local/bin/tar";
 
 /// Runs built from `Output` are checked by `common`; those read line by
 /// line are checked here the same way.
@@ -360,8 +361,8 @@ fn sshd_killed_black_hole_full_disk_and_a_concurrent_run_fail_cleanly_and_conver
     faults.sandbox.ssh(
         "w2",
         &format!(
-            "printf '#!/bin/sh\\n/usr/bin/base64 \"$@\" || exit\\nsleep 0.3\\n' > {SLOW_BASE64} \
-             && chmod 0755 {SLOW_BASE64}"
+            "printf '#!/bin/sh\\n/usr/bin/tar \"$@\" || exit\\nsleep 2\\n' > {SLOW_TAR} \
+             && chmod 0755 {SLOW_TAR}"
         ),
     );
     let push = Spawned::start(faults.command(&inventory, &["bootstrap", FILES_ONLY]));
@@ -416,9 +417,9 @@ fn sshd_killed_black_hole_full_disk_and_a_concurrent_run_fail_cleanly_and_conver
         faults
             .sandbox
             .state()
-            .join("hosts/w2/upper/usr-local/bin/base64"),
+            .join("hosts/w2/upper/usr-local/bin/tar"),
     )
-    .expect("remove the slow base64");
+    .expect("remove the slow tar");
     let restarted = Instant::now();
     faults.restart_sshd("w2");
     eprintln!("sshd on w2 back in {:?}", restarted.elapsed());
