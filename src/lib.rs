@@ -15,6 +15,8 @@ mod plan;
 pub mod printer;
 mod remote;
 pub mod render;
+#[cfg(test)]
+mod test_support;
 pub mod timings;
 mod units;
 

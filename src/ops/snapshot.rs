@@ -438,14 +438,8 @@ mod tests {
         }
         let removed = prune(dir.path(), "ocf", 2).expect("prune");
         assert_eq!(removed, [dir.path().join("ocf-20261101T000000Z-rev10.db")]);
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .expect("list")
-            .flatten()
-            .map(|entry| entry.file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
         assert_eq!(
-            left,
+            crate::test_support::listing(dir.path()),
             [
                 "ocf-20261102T000000Z-rev20.db",
                 "ocf-20261103T000000Z-rev30.db",

@@ -794,18 +794,10 @@ mod tests {
             format!("{error:#}").contains("nothing was changed"),
             "{error:#}"
         );
-        let mut left: Vec<String> = std::fs::read_dir(&root)
-            .expect("list")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        left.sort();
-        assert_eq!(left, [crate::lock::LOCK_FILE, "z"]);
+        assert_eq!(
+            crate::test_support::listing(&root),
+            [crate::lock::LOCK_FILE, "z"]
+        );
     }
 
     #[test]

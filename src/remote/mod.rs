@@ -36,20 +36,3 @@ pub(crate) use upload::upload_file;
 #[cfg(test)]
 pub(crate) use write::write_script;
 pub(crate) use write::{write_files, FileWrite, WriteReport, TEMPORARY_MARKER};
-
-/// The names in `folder`, sorted (for tests of what a script left there).
-#[cfg(test)]
-pub(crate) fn listing(folder: impl AsRef<std::path::Path>) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(folder)
-        .expect("list")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    names.sort();
-    names
-}

@@ -96,8 +96,8 @@ pub(crate) async fn upload_file(
 
 #[cfg(test)]
 mod tests {
-    use super::super::listing;
     use super::*;
+    use crate::test_support::listing;
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt;
 

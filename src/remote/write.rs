@@ -304,8 +304,8 @@ pub(crate) fn random_suffix() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::listing;
     use super::*;
+    use crate::test_support::listing;
     use std::os::unix::fs::PermissionsExt;
 
     /// Run `batch` as a host does: `sh -c` with the archive on stdin.

@@ -516,17 +516,7 @@ address = "192.0.2.21"
     #[test]
     fn every_template_file_is_built_in() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-        let mut files: Vec<String> = std::fs::read_dir(&dir)
-            .expect("templates folder")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        files.sort();
+        let files = crate::test_support::listing(&dir);
         let mut built_in: Vec<String> = BUILT_IN.iter().map(|(name, _)| name.to_string()).collect();
         built_in.sort();
         assert_eq!(files, built_in);
