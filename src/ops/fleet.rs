@@ -373,23 +373,49 @@ fn pairs<'a>(
         .collect()
 }
 
+/// What preflight asks a host of the given role: the binaries its units
+/// run, the packages apt would install, and the ports it checks.
+struct FactsAsk<'a> {
+    cluster: &'a Cluster,
+    binaries: Vec<&'static str>,
+    packages: Vec<&'static str>,
+    ports: Vec<u16>,
+}
+
+impl<'a> FactsAsk<'a> {
+    /// `ports`: whether which ports are held matters (only to a run that
+    /// starts services).
+    fn new(cluster: &'a Cluster, master: bool, ports: bool) -> Self {
+        FactsAsk {
+            cluster,
+            binaries: binaries_for(master).map(|binary| binary.name).collect(),
+            packages: packages_for(cluster, master),
+            ports: if ports {
+                preflight::checked_ports(master)
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn request(&self) -> FactsRequest<'_> {
+        FactsRequest {
+            bin_dir: &self.cluster.install.bin_dir,
+            resolv_conf: &self.cluster.resolv_conf,
+            binaries: &self.binaries,
+            packages: &self.packages,
+            ports: &self.ports,
+        }
+    }
+}
+
 /// Check a freshly connected host can run the engine's scripts as root,
 /// and read its facts (one round trip).
 async fn preflight(cluster: &Cluster, host: &Host, master: bool) -> anyhow::Result<HostFacts> {
-    let binaries: Vec<&str> = binaries_for(master).map(|binary| binary.name).collect();
-    let packages = packages_for(cluster, master);
-    remote::read_facts(
-        host,
-        &FactsRequest {
-            bin_dir: &cluster.install.bin_dir,
-            resolv_conf: &cluster.resolv_conf,
-            binaries: &binaries,
-            packages: &packages,
-            ports: &preflight::checked_ports(master),
-        },
-    )
-    .await
-    .context("preflight")
+    let ask = FactsAsk::new(cluster, master, true);
+    remote::read_facts(host, &ask.request())
+        .await
+        .context("preflight")
 }
 
 /// [`preflight`], reading the state of `paths` and `units` in the same
@@ -400,28 +426,10 @@ async fn preflight_with_state(
     master: bool,
     (paths, units, ports): (&[&str], &[&str], bool),
 ) -> anyhow::Result<(HostFacts, remote::HostState)> {
-    let binaries: Vec<&str> = binaries_for(master).map(|binary| binary.name).collect();
-    let packages = packages_for(cluster, master);
-    // Which ports are held matters only to a run that starts services.
-    let ports = if ports {
-        preflight::checked_ports(master)
-    } else {
-        Vec::new()
-    };
-    remote::read_facts_and_state(
-        host,
-        &FactsRequest {
-            bin_dir: &cluster.install.bin_dir,
-            resolv_conf: &cluster.resolv_conf,
-            binaries: &binaries,
-            packages: &packages,
-            ports: &ports,
-        },
-        paths,
-        units,
-    )
-    .await
-    .context("preflight")
+    let ask = FactsAsk::new(cluster, master, ports);
+    remote::read_facts_and_state(host, &ask.request(), paths, units)
+        .await
+        .context("preflight")
 }
 
 fn packages_for(cluster: &Cluster, master: bool) -> Vec<&'static str> {
