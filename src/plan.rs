@@ -285,15 +285,12 @@ fn plan_services(
     state: &HostState,
     scope: ServiceScope,
 ) -> Vec<ServiceChange> {
-    let mut names = managed_units(desired);
+    let mut names = scoped_units(desired, &scope);
     names.sort_by_key(|name| units::start_order(name));
     names
         .into_iter()
         .filter_map(|name| {
             let phase = units::phase_of(name, scope.master);
-            if !scope.phases.contains(&phase) {
-                return None;
-            }
             let unit = units::unit(name);
             let inputs = unit_inputs(desired, binaries, state, name);
             let active = state.services.get(name).map(String::as_str);
