@@ -276,12 +276,7 @@ impl Host {
     /// error here.
     pub(crate) async fn exec(&self, script: &str) -> anyhow::Result<ExecOutput> {
         self.forget_prefetched();
-        self.shell(
-            &["-s"],
-            script.as_bytes(),
-            "sending the script to the remote shell",
-        )
-        .await
+        self.exec_reading(script).await
     }
 
     /// [`Host::exec`] for a script that changes nothing on the host (it
@@ -315,8 +310,6 @@ impl Host {
             .await
     }
 
-    /// `sh ARGS` as root (through `sudo -n` for other users) with `input`
-    /// copied to its stdin.
     /// Keep `prefetched` to answer reads of the host's state until the next
     /// script runs on it.
     pub(crate) fn set_prefetched(&self, prefetched: super::state::Prefetched) {
@@ -337,6 +330,8 @@ impl Host {
         slot.as_ref()?.answer(paths, units)
     }
 
+    /// `sh ARGS` as root (through `sudo -n` for other users) with `input`
+    /// copied to its stdin.
     async fn shell(
         &self,
         args: &[&str],
