@@ -205,13 +205,7 @@ impl Prefetched {
         }
         let folders: BTreeSet<&str> = paths.iter().map(|path| parent(path)).collect();
         Some(HostState {
-            files: paths
-                .iter()
-                .filter_map(|path| {
-                    let file = self.state.files.get(*path)?;
-                    Some((path.to_string(), file.clone()))
-                })
-                .collect(),
+            files: picked(&self.state.files, paths),
             temporaries: self
                 .state
                 .temporaries
@@ -219,22 +213,17 @@ impl Prefetched {
                 .filter(|temporary| folders.contains(parent(temporary)))
                 .cloned()
                 .collect(),
-            services: units
-                .iter()
-                .filter_map(|unit| {
-                    let active = self.state.services.get(*unit)?;
-                    Some((unit.to_string(), active.clone()))
-                })
-                .collect(),
-            stamps: units
-                .iter()
-                .filter_map(|unit| {
-                    let stamp = self.state.stamps.get(*unit)?;
-                    Some((unit.to_string(), stamp.clone()))
-                })
-                .collect(),
+            services: picked(&self.state.services, units),
+            stamps: picked(&self.state.stamps, units),
         })
     }
+}
+
+/// The entries of `map` under `keys` (those it has).
+fn picked<V: Clone>(map: &BTreeMap<String, V>, keys: &[&str]) -> BTreeMap<String, V> {
+    keys.iter()
+        .filter_map(|key| Some((key.to_string(), map.get(*key)?.clone())))
+        .collect()
 }
 
 /// The contents of some (non-secret) files, for diffs: one round trip.
