@@ -257,18 +257,21 @@ mod tests {
 
     #[test]
     fn a_resolv_conf_naming_only_a_loopback_stub_is_refused_with_the_fix() {
+        let errors_with_kubelet = |facts: &HostFacts| {
+            check_host(
+                facts,
+                false,
+                "/usr/bin",
+                Some("/etc/resolv.conf"),
+                false,
+                true,
+            )
+            .errors
+        };
         let mut facts = facts();
         facts.systemd_resolved = true;
         facts.nameservers = Some(vec!["127.0.0.53".into()]);
-        let errors = check_host(
-            &facts,
-            false,
-            "/usr/bin",
-            Some("/etc/resolv.conf"),
-            false,
-            true,
-        )
-        .errors;
+        let errors = errors_with_kubelet(&facts);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
             errors[0].contains("names only the local stub 127.0.0.53"),
@@ -279,26 +282,9 @@ mod tests {
             "{errors:?}"
         );
         facts.nameservers = Some(vec!["127.0.0.53".into(), "10.0.0.2".into()]);
-        assert!(check_host(
-            &facts,
-            false,
-            "/usr/bin",
-            Some("/etc/resolv.conf"),
-            false,
-            true
-        )
-        .errors
-        .is_empty());
+        assert!(errors_with_kubelet(&facts).is_empty());
         facts.nameservers = None;
-        let errors = check_host(
-            &facts,
-            false,
-            "/usr/bin",
-            Some("/etc/resolv.conf"),
-            false,
-            true,
-        )
-        .errors;
+        let errors = errors_with_kubelet(&facts);
         assert!(errors[0].contains("missing or unreadable"), "{errors:?}");
         // Without kubelet in the run, the file does not matter.
         assert!(check_host(&facts, false, "/usr/bin", None, false, true)
