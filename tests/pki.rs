@@ -400,7 +400,8 @@ fn timings_break_a_generate_into_its_steps() {
     for step in [
         "pki store read",
         "pki keys, certs",
-        "pki temporaries",
+        "pki files created",
+        "pki files written",
         "pki renames",
         "total",
     ] {
@@ -417,7 +418,7 @@ fn timings_break_a_generate_into_its_steps() {
     assert_eq!(again.status, 0, "{}", again.stderr);
     assert!(again.stderr.contains("pki store read"), "{}", again.stderr);
     assert!(
-        !again.stderr.contains("pki temporaries"),
+        !again.stderr.contains("pki files created"),
         "{}",
         again.stderr
     );

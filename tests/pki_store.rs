@@ -43,15 +43,26 @@ fn finish(child: Child) -> common::Run {
     child.wait_with_output().expect("wait for ocfk8s").into()
 }
 
-/// Every file below `dir` whose name is a temporary.
+/// Every file below `dir` that is a temporary, or inside one (a new
+/// folder built under a temporary name), and every temporary folder.
 fn temporaries(dir: &Path) -> Vec<String> {
-    common::tree(dir)
+    let temporary = |name: &str| name.ends_with(".tmp") || name == ".ocfk8s-batch";
+    let mut found: Vec<String> = common::tree(dir)
         .into_iter()
-        .filter(|file| {
-            let name = file.rsplit('/').next().unwrap_or_default();
-            name.ends_with(".tmp") || name == ".ocfk8s-batch"
-        })
-        .collect()
+        .filter(|file| file.split('/').any(temporary))
+        .collect();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                if temporary(&entry.file_name().to_string_lossy()) {
+                    found.push(entry.path().display().to_string());
+                }
+                folders.push(entry.path());
+            }
+        }
+    }
+    found
 }
 
 /// Every certificate of the store with the CA that must have signed it, and

@@ -42,7 +42,7 @@ if [ "$(id -u)" -eq 0 ] && [ "${BENCH_FRESH_FS:-1}" = 1 ] && command -v mkfs.ext
   mount_point=$(mktemp -d)
   trap 'umount "$mount_point" 2> /dev/null; rmdir "$mount_point"; rm -f "$image"' EXIT
   truncate -s 4G "$image"
-  mkfs.ext4 -q -F "$image"
+  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$image"
   mount -o loop "$image" "$mount_point"
   work=$mount_point/work
   mkdir "$work"

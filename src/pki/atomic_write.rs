@@ -4,20 +4,26 @@
 //! the disk whole or not at all, even if the run is killed or the machine
 //! loses power at any instant. Under the exclusive run lock:
 //!
-//! 1. each file is written to a temporary beside its target
-//!    (`.<name>.<16 hex digits>.tmp`, created 0600 or 0644 from the start,
-//!    so a key is never readable by others, even briefly) and fsynced, and
-//!    so is every folder holding one;
-//! 2. the journal [`JOURNAL`] listing every (temporary, target) rename is
-//!    written the same way and renamed into place: the batch is committed;
+//! 1. each file is created under a temporary name, 0600 or 0644 from the
+//!    start, so a key is never readable by others, even briefly: beside
+//!    its target (`.<name>.<16 hex digits>.tmp`), or, when its folder does
+//!    not exist yet, under its own name inside a temporary of the
+//!    outermost missing folder (`nodes/.w9.<16 hex digits>.tmp/kubelet.key`),
+//!    so that a new node's files take one rename, not one each. Files are
+//!    created while their contents are still being computed ([`stage`])
+//!    and written as each is ready ([`Slots::offer`]); then every file and
+//!    every folder holding one is made durable;
+//! 2. the journal [`JOURNAL`] listing every (temporary, target) rename, of
+//!    files and of new folders, is written the same way and renamed into
+//!    place: the batch is committed;
 //! 3. every temporary is renamed over its target, the folders are fsynced,
 //!    and the journal is removed.
 //!
 //! A run killed before step 2 leaves only temporaries: the next locked run
-//! ([`recover`]) removes them, so the batch never happened. A run killed
-//! after step 2 leaves a journal: the next locked run finishes its renames.
-//! Either way the store is whole again before anything reads it, and no
-//! temporary survives.
+//! ([`recover`]) removes them (a temporary folder with everything in it),
+//! so the batch never happened. A run killed after step 2 leaves a
+//! journal: the next locked run finishes its renames. Either way the store
+//! is whole again before anything reads it, and no temporary survives.
 //!
 //! # Reaching the disk
 //!
@@ -37,12 +43,13 @@
 //!   filesystem commits them together) and of each folder, which waits for
 //!   nothing but the batch.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use rayon::prelude::*;
@@ -241,192 +248,468 @@ fn write_batch_with(
     interrupt: Interrupt,
     durability: Durability,
 ) -> anyhow::Result<()> {
-    if !lock.is_exclusive() {
-        anyhow::bail!("writing the PKI store needs the exclusive run lock");
-    }
     if files.is_empty() && removals.is_empty() {
         return Ok(());
     }
+    let slots = Slots::new(files.iter().map(|file| (file.relative.clone(), file.mode)));
+    let staged = stage_with(lock, root, &slots, removals, durability)?;
+    staged.commit_until(files, interrupt)
+}
+
+/// A batch's files, in its order, before their contents exist: what
+/// [`stage`] creates, and where whoever computes the contents hands each
+/// file over ([`Slots::offer`]) to be written as soon as it exists.
+pub(crate) struct Slots {
+    slots: Vec<Slot>,
+}
+
+struct Slot {
+    relative: String,
+    mode: u32,
+    /// Created (under its temporary name).
+    created: AtomicBool,
+    /// Open since its creation, while descriptors allow.
+    handle: OnceLock<File>,
+    /// Its contents are written.
+    filled: AtomicBool,
+}
+
+impl Slots {
+    /// Slots for the files `layout` lists: store-relative path and mode.
+    pub(crate) fn new(layout: impl IntoIterator<Item = (String, u32)>) -> Slots {
+        Slots {
+            slots: layout
+                .into_iter()
+                .map(|(relative, mode)| Slot {
+                    relative,
+                    mode,
+                    created: AtomicBool::new(false),
+                    handle: OnceLock::new(),
+                    filled: AtomicBool::new(false),
+                })
+                .collect(),
+        }
+    }
+
+    /// Write `file`, the batch's file at `index`, now if it has been
+    /// created and is open; else (or if that fails) [`Staged::commit`]
+    /// writes it.
+    pub(crate) fn offer(&self, index: usize, file: &NewFile) {
+        let Some(slot) = self.slots.get(index) else {
+            return;
+        };
+        if slot.relative != file.relative || slot.mode != file.mode {
+            return;
+        }
+        if let Some(handle) = slot.handle.get() {
+            if write_contents(handle, &file.contents, file.mode, false).is_ok() {
+                slot.filled.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Where one file of a batch is created, relative to the store: a
+/// temporary beside its target (`renamed` at the commit), or its own name
+/// inside a new folder's temporary (renamed with the folder).
+struct Placement {
+    created_as: String,
+    renamed: bool,
+}
+
+/// A batch whose files exist under temporary names: made by [`stage`],
+/// while the contents are still being computed (creating files is much of
+/// what writing a store costs), then filled and committed by
+/// [`Staged::commit`]. A folder the store lacks is built whole under a
+/// temporary name of its own (`nodes/.w9.<16 hex>.tmp/`), its files under
+/// their own names, and renamed into place at the commit: one rename for
+/// a new node's files instead of one per file. Dropped uncommitted (an
+/// error, a failed signature), it removes everything it created.
+pub(crate) struct Staged<'a> {
+    root: PathBuf,
+    durability: Durability,
+    slots: &'a Slots,
+    placements: Vec<Placement>,
+    /// New folders built under a temporary name: (temporary, target).
+    folders: Vec<(String, String)>,
+    removals: Vec<String>,
+    /// Folders created in place: the store itself, when it was missing.
+    created: Vec<PathBuf>,
+    /// Every folder holding something the batch created.
+    holding: BTreeSet<PathBuf>,
+    /// Committed (or, in a test, left as a kill would leave it): nothing
+    /// is taken back on drop.
+    keep: bool,
+}
+
+/// Create, under temporary names, the files of `slots`, for
+/// [`Staged::commit`] to fill and commit; `removals` are store files the
+/// same batch removes. The caller holds the exclusive run lock.
+pub(crate) fn stage<'a>(
+    lock: &RunLock,
+    root: &Path,
+    slots: &'a Slots,
+    removals: &[String],
+) -> anyhow::Result<Staged<'a>> {
+    stage_with(lock, root, slots, removals, Durability::now())
+}
+
+fn stage_with<'a>(
+    lock: &RunLock,
+    root: &Path,
+    slots: &'a Slots,
+    removals: &[String],
+    durability: Durability,
+) -> anyhow::Result<Staged<'a>> {
+    if !lock.is_exclusive() {
+        anyhow::bail!("writing the PKI store needs the exclusive run lock");
+    }
+    for slot in &slots.slots {
+        if !sane_relative(&slot.relative) {
+            anyhow::bail!("cannot write {:?} into the PKI store", slot.relative);
+        }
+    }
     for removal in removals {
-        if !sane_relative(removal) || files.iter().any(|file| &file.relative == removal) {
+        if !sane_relative(removal) || slots.slots.iter().any(|slot| &slot.relative == removal) {
             anyhow::bail!("cannot remove {removal:?} from the PKI store in this batch");
         }
     }
-    let folders = folders_of(
-        root,
-        files
-            .iter()
-            .map(|file| file.relative.as_str())
-            .chain(removals.iter().map(String::as_str)),
-    );
-    let renames: Vec<(String, &NewFile)> = files
-        .iter()
-        .map(|file| (temporary_name(&file.relative), file))
-        .collect();
-    let mut created = Vec::new();
-    let timer = crate::timings::step("pki temporaries");
-    let prepared = create_folders(root, &folders, &mut created)
-        .and_then(|()| write_temporaries(root, &renames, &folders, durability));
-    drop(timer);
-    if let Err(error) = prepared {
-        // Nothing was committed: take back what this batch added (a full
-        // disk must leave the store as it was, not merely recoverable).
-        undo_uncommitted(&renames, &created, root);
-        return Err(error);
-    }
-
-    #[cfg(test)]
-    if interrupt == Interrupt::BeforeCommit {
-        return Ok(());
-    }
-
-    // Commit: once the journal is in place, the batch will be finished.
-    let header = if removals.is_empty() {
-        JOURNAL_HEADER
-    } else {
-        JOURNAL_HEADER_REMOVING
+    let _timer = crate::timings::step("pki files created");
+    let mut staged = Staged {
+        root: root.to_path_buf(),
+        durability,
+        slots,
+        placements: Vec::new(),
+        folders: Vec::new(),
+        removals: removals.to_vec(),
+        created: Vec::new(),
+        holding: BTreeSet::new(),
+        keep: false,
     };
-    let mut journal = format!("{header}\n");
-    for (temporary, file) in &renames {
-        journal.push_str(&format!("{temporary}\t{}\n", file.relative));
-    }
-    for removal in removals {
-        journal.push_str(&format!("{REMOVE}\t{removal}\n"));
-    }
-    journal.push_str(JOURNAL_END);
-    journal.push('\n');
-    let journal_temporary = root.join(temporary_name(JOURNAL));
-    if let Err(error) = write_synced(&journal_temporary, journal.as_bytes(), PRIVATE) {
-        undo_uncommitted(&renames, &created, root);
-        return Err(error);
-    }
-    if let Err(error) = std::fs::rename(&journal_temporary, root.join(JOURNAL)) {
-        let _ = std::fs::remove_file(&journal_temporary);
-        undo_uncommitted(&renames, &created, root);
-        return Err(error).with_context(|| {
-            format!(
-                "committing the batch journal {}",
-                root.join(JOURNAL).display()
-            )
-        });
-    }
-    sync_folder(root)?;
-    #[cfg(test)]
-    if interrupt == Interrupt::AfterCommit {
-        return Ok(());
-    }
-    let _ = interrupt;
-
-    let _timer = crate::timings::step("pki renames");
-    let mut operations = renames_of(&renames);
-    operations.extend(
-        removals
-            .iter()
-            .map(|removal| (REMOVE.to_string(), removal.clone())),
-    );
-    apply(root, &operations)?;
-    match durability {
-        Durability::SyncFilesystem => sync_filesystem(root)?,
-        Durability::SyncEach => sync_folders(&folders)?,
-    }
-    finish_journal(root)
-}
-
-/// Create the batch's missing folders (0700) once each, outermost first,
-/// before any file: one `mkdir` a folder, an existing one answering
-/// `EEXIST` (something else in its place fails the first write into it).
-/// Records each folder created.
-fn create_folders(
-    root: &Path,
-    folders: &BTreeSet<PathBuf>,
-    created: &mut Vec<PathBuf>,
-) -> anyhow::Result<()> {
-    // A folder sorts before everything below it.
-    let mut needed = BTreeSet::new();
-    for folder in folders {
-        let mut ancestor = folder.as_path();
-        while ancestor != root && ancestor.starts_with(root) {
-            needed.insert(ancestor);
-            match ancestor.parent() {
-                Some(parent) => ancestor = parent,
-                None => break,
-            }
-        }
-    }
-    if !root.is_dir() {
-        needed.insert(root);
-    }
-    for path in needed {
-        match DirBuilder::new().mode(FOLDER).create(path) {
-            Ok(()) => created.push(path.to_path_buf()),
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(error) => {
-                return Err(error).with_context(|| format!("creating folder {}", path.display()))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Write every temporary of the batch and make them and their folders
-/// durable (see [`Durability`]).
-fn write_temporaries(
-    root: &Path,
-    renames: &[(String, &NewFile)],
-    folders: &BTreeSet<PathBuf>,
-    durability: Durability,
-) -> anyhow::Result<()> {
-    let failed = |error: anyhow::Error| {
+    staged.create().map_err(|error| {
         error.context(format!(
             "writing {} new file(s) into the PKI store {}; nothing was changed",
-            renames.len(),
+            slots.slots.len(),
             root.display()
         ))
-    };
-    match durability {
-        Durability::SyncFilesystem => {
-            // One thread: creating files in parallel only contends for the
-            // same folders, and nothing here waits for the disk.
-            for (temporary, file) in renames {
-                write_new(&root.join(temporary), &file.contents, file.mode, false)
-                    .map_err(failed)?;
+    })?;
+    Ok(staged)
+}
+
+impl Staged<'_> {
+    fn create(&mut self) -> anyhow::Result<()> {
+        let root = self.root.clone();
+        if !root.is_dir() {
+            match DirBuilder::new().mode(FOLDER).create(&root) {
+                Ok(()) => self.created.push(root.clone()),
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("creating folder {}", root.display()))
+                }
             }
-            sync_filesystem(root).map_err(failed)
         }
-        Durability::SyncEach => {
-            let written = io_pool()?.install(|| {
-                renames
-                    .par_iter()
-                    .map(|(temporary, file)| {
-                        write_new(&root.join(temporary), &file.contents, file.mode, true)
-                    })
-                    .collect::<Vec<_>>()
+        self.holding.insert(root.clone());
+        // Where each file goes: beside its target, or inside the temporary
+        // of the outermost folder of its path that does not exist yet.
+        let mut exists: HashMap<&str, bool> = HashMap::new();
+        let mut new_folders: BTreeMap<&str, String> = BTreeMap::new();
+        let mut to_create: BTreeSet<String> = BTreeSet::new();
+        for slot in &self.slots.slots {
+            let relative = slot.relative.as_str();
+            let missing = relative.rsplit_once('/').and_then(|(folder, name)| {
+                outermost_missing(&root, folder, &mut exists).map(|missing| (folder, name, missing))
             });
-            if let Some(error) = written.into_iter().find_map(Result::err) {
-                return Err(failed(error));
+            let Some((folder, name, missing)) = missing else {
+                let created_as = temporary_name(relative);
+                if let Some(parent) = root.join(&created_as).parent() {
+                    self.holding.insert(parent.to_path_buf());
+                }
+                self.placements.push(Placement {
+                    created_as,
+                    renamed: true,
+                });
+                continue;
+            };
+            let temporary = new_folders
+                .entry(missing)
+                .or_insert_with(|| temporary_name(missing));
+            let mut inside = temporary.clone();
+            to_create.insert(inside.clone());
+            for part in folder[missing.len()..]
+                .split('/')
+                .filter(|part| !part.is_empty())
+            {
+                inside.push('/');
+                inside.push_str(part);
+                to_create.insert(inside.clone());
             }
-            sync_folders(folders)
+            self.placements.push(Placement {
+                created_as: format!("{inside}/{name}"),
+                renamed: false,
+            });
+        }
+        let targets: HashMap<&str, &str> = new_folders
+            .iter()
+            .map(|(target, temporary)| (temporary.as_str(), *target))
+            .collect();
+        // A folder sorts before everything below it.
+        for folder in &to_create {
+            let path = root.join(folder);
+            DirBuilder::new()
+                .mode(FOLDER)
+                .create(&path)
+                .with_context(|| format!("creating folder {}", path.display()))?;
+            if let Some(target) = targets.get(folder.as_str()) {
+                self.folders.push((folder.clone(), target.to_string()));
+            }
+            if let Some(parent) = path.parent() {
+                self.holding.insert(parent.to_path_buf());
+            }
+            self.holding.insert(path);
+        }
+        // Several threads, each its share of the files (mostly in folders
+        // of their own): creating a file on a cold filesystem waits for
+        // the disk to read its inode's block.
+        let share = self.slots.slots.len().div_ceil(CREATORS).max(1);
+        let budget = descriptor_budget();
+        let slots = self.slots;
+        let placements = &self.placements;
+        std::thread::scope(|scope| {
+            let creators: Vec<_> = slots
+                .slots
+                .chunks(share)
+                .zip(placements.chunks(share))
+                .enumerate()
+                .map(|(chunk, (slots, placements))| {
+                    let root = &root;
+                    scope.spawn(move || -> anyhow::Result<()> {
+                        for (offset, (slot, placement)) in slots.iter().zip(placements).enumerate()
+                        {
+                            let handle = create_new(&root.join(&placement.created_as), slot.mode)?;
+                            slot.created.store(true, Ordering::Release);
+                            if chunk * share + offset < budget {
+                                let _ = slot.handle.set(handle);
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            creators.into_iter().try_for_each(|creator| {
+                creator
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a thread creating files failed")))
+            })
+        })
+    }
+
+    /// Write what [`Slots::offer`] did not (`files`: the batch, in the
+    /// slots' order), make the batch durable and commit it: see the
+    /// module docs.
+    pub(crate) fn commit(self, files: &[NewFile]) -> anyhow::Result<()> {
+        self.commit_until(files, Interrupt::Never)
+    }
+
+    fn commit_until(mut self, files: &[NewFile], interrupt: Interrupt) -> anyhow::Result<()> {
+        if files.len() != self.slots.slots.len()
+            || files
+                .iter()
+                .zip(&self.slots.slots)
+                .any(|(file, slot)| file.relative != slot.relative || file.mode != slot.mode)
+        {
+            anyhow::bail!(
+                "the files to write into the PKI store {} are not the ones prepared; \
+                 nothing was changed",
+                self.root.display()
+            );
+        }
+        let timer = crate::timings::step("pki files written");
+        let written = self.fill(files);
+        drop(timer);
+        written.map_err(|error| {
+            error.context(format!(
+                "writing {} new file(s) into the PKI store {}; nothing was changed",
+                files.len(),
+                self.root.display()
+            ))
+        })?;
+
+        #[cfg(test)]
+        if interrupt == Interrupt::BeforeCommit {
+            self.keep = true;
+            return Ok(());
+        }
+
+        // Commit: once the journal is in place, the batch will be finished.
+        let root = self.root.clone();
+        let header = if self.removals.is_empty() {
+            JOURNAL_HEADER
+        } else {
+            JOURNAL_HEADER_REMOVING
+        };
+        let mut operations: Vec<(String, String)> = self.folders.clone();
+        operations.extend(
+            self.placements
+                .iter()
+                .zip(&self.slots.slots)
+                .filter(|(placement, _)| placement.renamed)
+                .map(|(placement, slot)| (placement.created_as.clone(), slot.relative.clone())),
+        );
+        operations.extend(
+            self.removals
+                .iter()
+                .map(|removal| (REMOVE.to_string(), removal.clone())),
+        );
+        let mut journal = format!("{header}\n");
+        for (from, to) in &operations {
+            journal.push_str(&format!("{from}\t{to}\n"));
+        }
+        journal.push_str(JOURNAL_END);
+        journal.push('\n');
+        let journal_temporary = root.join(temporary_name(JOURNAL));
+        write_synced(&journal_temporary, journal.as_bytes(), PRIVATE)?;
+        if let Err(error) = std::fs::rename(&journal_temporary, root.join(JOURNAL)) {
+            let _ = std::fs::remove_file(&journal_temporary);
+            return Err(error).with_context(|| {
+                format!(
+                    "committing the batch journal {}",
+                    root.join(JOURNAL).display()
+                )
+            });
+        }
+        self.keep = true;
+        sync_folder(&root)?;
+        #[cfg(test)]
+        if interrupt == Interrupt::AfterCommit {
+            return Ok(());
+        }
+        let _ = interrupt;
+
+        let _timer = crate::timings::step("pki renames");
+        apply(&root, &operations)?;
+        match self.durability {
+            Durability::SyncFilesystem => sync_filesystem(&root)?,
+            Durability::SyncEach => sync_folders(&folders_of(
+                &root,
+                operations.iter().map(|(_, target)| target.as_str()),
+            ))?,
+        }
+        finish_journal(&root)
+    }
+
+    /// Write every file's contents not written yet and make the files and
+    /// their folders durable (see [`Durability`]).
+    fn fill(&self, files: &[NewFile]) -> anyhow::Result<()> {
+        let fill_one = |(index, file): (usize, &NewFile), sync: bool| -> anyhow::Result<()> {
+            let slot = &self.slots.slots[index];
+            let filled = slot.filled.load(Ordering::Acquire);
+            if filled && !sync {
+                return Ok(());
+            }
+            let path = self.root.join(&self.placements[index].created_as);
+            let reopened;
+            let handle = match slot.handle.get() {
+                Some(handle) => handle,
+                None => {
+                    reopened = OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                        .open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    &reopened
+                }
+            };
+            let written = if filled {
+                handle.sync_all()
+            } else {
+                write_contents(handle, &file.contents, file.mode, sync)
+            };
+            written.with_context(|| format!("writing {}", path.display()))
+        };
+        match self.durability {
+            Durability::SyncFilesystem => {
+                files
+                    .par_iter()
+                    .enumerate()
+                    .try_for_each(|file| fill_one(file, false))?;
+                sync_filesystem(&self.root)
+            }
+            Durability::SyncEach => {
+                io_pool()?.install(|| {
+                    files
+                        .par_iter()
+                        .enumerate()
+                        .try_for_each(|file| fill_one(file, true))
+                })?;
+                sync_folders(&self.holding)
+            }
         }
     }
 }
 
-/// Remove the temporaries and the folders of a batch that failed before
-/// its commit (innermost folders first; a folder something else filled
-/// meanwhile stays).
-fn undo_uncommitted(renames: &[(String, &NewFile)], created: &[PathBuf], root: &Path) {
-    for (temporary, _) in renames {
-        let _ = std::fs::remove_file(root.join(temporary));
-    }
-    for folder in created.iter().rev() {
-        let _ = std::fs::remove_dir(folder);
+impl Drop for Staged<'_> {
+    /// Take back an uncommitted batch: a failure before its commit leaves
+    /// the store as it was, not merely recoverable.
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        for (placement, slot) in self.placements.iter().zip(&self.slots.slots) {
+            if placement.renamed && slot.created.load(Ordering::Acquire) {
+                let _ = std::fs::remove_file(self.root.join(&placement.created_as));
+            }
+        }
+        for (temporary, _) in &self.folders {
+            let _ = std::fs::remove_dir_all(self.root.join(temporary));
+        }
+        for folder in self.created.iter().rev() {
+            let _ = std::fs::remove_dir(folder);
+        }
     }
 }
 
-fn renames_of(renames: &[(String, &NewFile)]) -> Vec<(String, String)> {
-    renames
-        .iter()
-        .map(|(temporary, file)| (temporary.clone(), file.relative.clone()))
-        .collect()
+/// The outermost folder of `folder` (store-relative) that does not exist
+/// below `root`, if any; `exists` remembers what was looked up.
+fn outermost_missing<'a>(
+    root: &Path,
+    folder: &'a str,
+    exists: &mut HashMap<&'a str, bool>,
+) -> Option<&'a str> {
+    let ends = folder
+        .match_indices('/')
+        .map(|(index, _)| index)
+        .chain(std::iter::once(folder.len()));
+    for end in ends {
+        let prefix = &folder[..end];
+        let present = *exists
+            .entry(prefix)
+            .or_insert_with(|| std::fs::symlink_metadata(root.join(prefix)).is_ok());
+        if !present {
+            return Some(prefix);
+        }
+    }
+    None
+}
+
+/// Threads creating a batch's files.
+const CREATORS: usize = 4;
+
+/// How many files a batch keeps open between their creation and their
+/// contents: half of what the descriptor limit leaves.
+fn descriptor_budget() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into `limit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    usize::try_from(limit.rlim_cur)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(256)
+        / 2
 }
 
 /// Rename every temporary still present over its target; remove the
@@ -581,7 +864,12 @@ fn sweep(root: &Path) -> anyhow::Result<usize> {
                 .file_type()
                 .with_context(|| format!("reading {}", entry.path().display()))?;
             let name = entry.file_name();
-            if file_type.is_dir() {
+            if file_type.is_dir() && is_temporary(&name.to_string_lossy()) {
+                // A new folder built under a temporary name, uncommitted.
+                removed += count_files(&entry.path());
+                std::fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            } else if file_type.is_dir() {
                 folders.push(entry.path());
             } else if file_type.is_file() && is_temporary(&name.to_string_lossy()) {
                 std::fs::remove_file(entry.path())
@@ -593,36 +881,55 @@ fn sweep(root: &Path) -> anyhow::Result<usize> {
     Ok(removed)
 }
 
-fn write_synced(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    write_new(path, contents, mode, true)
+/// Create `path` with `mode` from the start, write `contents` and fsync
+/// it. A failed write removes the file.
+/// How many files are below `folder` (never following symlinks).
+fn count_files(folder: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => count_files(&entry.path()),
+            _ => 1,
+        })
+        .sum()
 }
 
-/// Create `path` (never an existing file, never through a symlink) with
-/// `mode` from the start, write `contents`, and fsync it when `sync`. A
-/// failed write removes the file.
-fn write_new(path: &Path, contents: &[u8], mode: u32, sync: bool) -> anyhow::Result<()> {
-    let mut handle = OpenOptions::new()
+fn write_synced(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    let handle = create_new(path, mode)?;
+    if let Err(error) = write_contents(&handle, contents, mode, true) {
+        let _ = std::fs::remove_file(path);
+        return Err(error).with_context(|| format!("writing {}", path.display()));
+    }
+    Ok(())
+}
+
+/// Create `path`, never an existing file and never through a symlink, with
+/// `mode` from the start (less the umask, which [`write_contents`] puts
+/// back): a key is never readable by others, even briefly.
+fn create_new(path: &Path, mode: u32) -> anyhow::Result<File> {
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    let result = handle
-        .write_all(contents)
-        .and_then(|()| {
-            // The umask may have taken bits `mode` asks for (a certificate
-            // must be readable by others).
-            if umask().is_some_and(|umask| mode & umask == 0) {
-                Ok(())
-            } else {
-                handle.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-            }
-        })
-        .and_then(|()| if sync { handle.sync_all() } else { Ok(()) });
-    if let Err(error) = result {
-        let _ = std::fs::remove_file(path);
-        return Err(error).with_context(|| format!("writing {}", path.display()));
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// Write `contents` at the start of a new file (again, if an earlier
+/// write failed), give it exactly `mode` and fsync it when `sync`.
+fn write_contents(handle: &File, contents: &[u8], mode: u32, sync: bool) -> std::io::Result<()> {
+    handle.write_all_at(contents, 0)?;
+    // The umask may have taken bits `mode` asks for (a certificate must be
+    // readable by others).
+    if umask().is_none_or(|umask| mode & umask != 0) {
+        handle.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    }
+    if sync {
+        handle.sync_all()?;
     }
     Ok(())
 }
@@ -841,6 +1148,176 @@ mod tests {
             assert!(!has_journal(&root));
             assert_eq!(sweep(&root).expect("sweep"), 0, "no temporary left");
         }
+    }
+
+    /// Every temporary below `root`, files and folders, relative.
+    fn temporaries_below(root: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut folders = vec![root.to_path_buf()];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).expect("read").flatten() {
+                let path = entry.path();
+                if is_temporary(&entry.file_name().to_string_lossy()) {
+                    found.push(
+                        path.strip_prefix(root)
+                            .expect("below")
+                            .display()
+                            .to_string(),
+                    );
+                }
+                if path.is_dir() {
+                    folders.push(path);
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn a_new_folder_is_built_under_a_temporary_name_and_renamed_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("store");
+        let lock = crate::lock::acquire(&root, "test").expect("lock");
+        std::fs::create_dir(root.join("nodes")).expect("mkdir");
+        let batch = [
+            file("a.key", "a"),
+            file("nodes/n/etcd/b.key", "b"),
+            file("nodes/n/c.key", "c"),
+            file("etcd/d.key", "d"),
+        ];
+        // Killed before the commit: one temporary beside a.key, one
+        // folder for each missing outermost folder, files named as they
+        // will be inside them.
+        write_batch_until(&lock, &root, &batch, &[], Interrupt::BeforeCommit).expect("batch");
+        let left = temporaries_below(&root);
+        assert_eq!(left.len(), 3, "{left:?}");
+        let node = left
+            .iter()
+            .find(|path| path.starts_with("nodes/.n."))
+            .expect("the new node's folder");
+        assert_eq!(
+            std::fs::read_to_string(root.join(node).join("etcd/b.key")).expect("b"),
+            "b"
+        );
+        assert!(
+            left.iter().any(|path| path.starts_with(".etcd.")),
+            "{left:?}"
+        );
+        assert!(
+            left.iter().any(|path| path.starts_with(".a.key.")),
+            "{left:?}"
+        );
+        assert_eq!(
+            recover(&lock, &root).expect("recover"),
+            Recovered {
+                finished: 0,
+                removed: 4
+            }
+        );
+        assert_eq!(
+            crate::test_support::listing(&root),
+            [crate::lock::LOCK_FILE, "nodes"]
+        );
+        assert!(crate::test_support::listing(root.join("nodes")).is_empty());
+
+        // Killed after the commit: the journal renames the folders whole.
+        write_batch_until(&lock, &root, &batch, &[], Interrupt::AfterCommit).expect("batch");
+        let journal = std::fs::read_to_string(root.join(JOURNAL)).expect("journal");
+        assert_eq!(journal.lines().count(), 5, "{journal}");
+        assert!(
+            journal
+                .lines()
+                .any(|line| line.starts_with("nodes/.n.") && line.ends_with("\tnodes/n")),
+            "{journal}"
+        );
+        assert_eq!(
+            recover(&lock, &root).expect("recover"),
+            Recovered {
+                finished: 3,
+                removed: 0
+            }
+        );
+        for (relative, contents) in [
+            ("a.key", "a"),
+            ("nodes/n/etcd/b.key", "b"),
+            ("nodes/n/c.key", "c"),
+            ("etcd/d.key", "d"),
+        ] {
+            assert_eq!(
+                std::fs::read_to_string(root.join(relative)).expect(relative),
+                contents
+            );
+        }
+        assert!(temporaries_below(&root).is_empty());
+        assert!(!has_journal(&root));
+    }
+
+    #[test]
+    fn files_offered_while_staged_are_written_and_the_rest_at_the_commit() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("store");
+        let lock = crate::lock::acquire(&root, "test").expect("lock");
+        let public = NewFile {
+            relative: "nodes/n/b.crt".to_string(),
+            contents: b"b".to_vec(),
+            mode: PUBLIC,
+        };
+        let batch = [file("a.key", "a"), public, file("nodes/n/c.key", "c")];
+        let slots = Slots::new(batch.iter().map(|file| (file.relative.clone(), file.mode)));
+        // Offered before anything exists: left for the commit.
+        slots.offer(0, &batch[0]);
+        let staged = stage(&lock, &root, &slots, &[]).expect("stage");
+        // Offered at the wrong place: ignored.
+        slots.offer(2, &batch[1]);
+        slots.offer(1, &batch[1]);
+        assert!(slots.slots[1].filled.load(Ordering::Acquire));
+        assert!(!slots.slots[0].filled.load(Ordering::Acquire));
+        assert!(!slots.slots[2].filled.load(Ordering::Acquire));
+        staged.commit(&batch).expect("commit");
+        for (relative, contents, mode) in [
+            ("a.key", "a", PRIVATE),
+            ("nodes/n/b.crt", "b", PUBLIC),
+            ("nodes/n/c.key", "c", PRIVATE),
+        ] {
+            assert_eq!(
+                std::fs::read_to_string(root.join(relative)).expect(relative),
+                contents
+            );
+            let metadata = std::fs::metadata(root.join(relative)).expect("metadata");
+            assert_eq!(metadata.permissions().mode() & 0o7777, mode, "{relative}");
+        }
+        assert!(temporaries_below(&root).is_empty());
+    }
+
+    #[test]
+    fn a_staged_batch_not_committed_or_committed_with_other_files_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("store");
+        let lock = crate::lock::acquire(&root, "test").expect("lock");
+        std::fs::create_dir(root.join("nodes")).expect("mkdir");
+        let batch = [file("a.key", "a"), file("nodes/n/b.key", "b")];
+        let slots = Slots::new(batch.iter().map(|file| (file.relative.clone(), file.mode)));
+        // Dropped, as when making the keys failed.
+        let staged = stage(&lock, &root, &slots, &[]).expect("stage");
+        assert_eq!(temporaries_below(&root).len(), 2);
+        drop(staged);
+        assert!(temporaries_below(&root).is_empty());
+        // Committed with files the slots do not list.
+        let staged = stage(&lock, &root, &slots, &[]).expect("stage");
+        let error = staged
+            .commit(&[file("a.key", "a"), file("nodes/n/other.key", "b")])
+            .expect_err("other files");
+        assert!(
+            format!("{error:#}").contains("nothing was changed"),
+            "{error:#}"
+        );
+        assert!(temporaries_below(&root).is_empty());
+        assert_eq!(
+            crate::test_support::listing(&root),
+            [crate::lock::LOCK_FILE, "nodes"]
+        );
     }
 
     #[test]

@@ -265,8 +265,21 @@ pub(super) fn write(
         };
         return Ok((generated, store.into_checked(&[])));
     }
-    let files = execute(cluster, plan)?;
-    atomic_write::write_batch(lock, store.dir(), &files)?;
+    // Creating the files is much of the work: done while the keys and
+    // certificates are made (the first key waits for the random number
+    // generator to seed itself, and leaves a core idle meanwhile).
+    let slots = atomic_write::Slots::new(outputs(&plan));
+    let (staged, files) = std::thread::scope(|scope| {
+        let staging = scope.spawn(|| atomic_write::stage(lock, store.dir(), &slots, &[]));
+        let files = execute(cluster, plan, Some(&slots));
+        let staged = staging
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("creating the store's files failed")));
+        (staged, files)
+    });
+    // An error either way drops the staged batch, which removes its files.
+    let files = files?;
+    staged?.commit(&files)?;
     let generated = Generated {
         created: files.iter().map(|file| file.relative.clone()).collect(),
         warnings,
@@ -921,8 +934,14 @@ fn check_kubeconfig(
     Ok(embedded)
 }
 
-/// Mint everything the plan lacks; returns the files in store order.
-pub(super) fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
+/// Mint everything the plan lacks; returns the files in store order (the
+/// order of [`outputs`]), each also offered to `slots` as soon as it is
+/// made.
+pub(super) fn execute(
+    cluster: &Cluster,
+    plan: Plan,
+    slots: Option<&atomic_write::Slots>,
+) -> anyhow::Result<Vec<NewFile>> {
     let _timer = crate::timings::step("pki keys, certs");
     let algorithm = cluster.key_algorithm;
     let Plan {
@@ -1008,9 +1027,24 @@ pub(super) fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFi
         }
     }
 
+    if let Some(slots) = slots {
+        for (index, file) in files.iter().enumerate() {
+            slots.offer(index, file);
+        }
+    }
+    // Where each leaf's files start in the batch.
+    let mut first = files.len();
+    let leaves: Vec<(usize, LeafSpec, LeafAction)> = leaves
+        .into_iter()
+        .map(|(spec, action)| {
+            let at = first;
+            first += leaf_outputs(&spec, &action).len();
+            (at, spec, action)
+        })
+        .collect();
     let leaf_files: Vec<Vec<NewFile>> = leaves
         .into_par_iter()
-        .map(|(spec, action)| {
+        .map(|(at, spec, action)| {
             let ca = signers.get(&spec.authority).ok_or_else(|| {
                 anyhow::anyhow!("no {} to sign {}", spec.authority.label(), spec.base)
             })?;
@@ -1018,11 +1052,67 @@ pub(super) fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFi
                 .others
                 .get(&spec.authority)
                 .map(|other| other.as_ref());
-            leaf_files(cluster, &spec, action, ca, other)
+            let made = leaf_files(cluster, &spec, action, ca, other)?;
+            if let Some(slots) = slots {
+                for (index, file) in made.iter().enumerate() {
+                    slots.offer(at + index, file);
+                }
+            }
+            Ok(made)
         })
         .collect::<anyhow::Result<_>>()?;
     files.extend(leaf_files.into_iter().flatten());
     Ok(files)
+}
+
+/// The files [`execute`] writes for `plan`, in its order: store-relative
+/// path and mode.
+fn outputs(plan: &Plan) -> Vec<(String, u32)> {
+    let mut outputs = Vec::new();
+    for (authority, state) in &plan.authorities {
+        if matches!(state, AuthorityState::Create) {
+            outputs.push((authority.cert_path().to_string(), PUBLIC));
+            outputs.push((authority.key_path().to_string(), PRIVATE));
+        }
+    }
+    match plan.service_account {
+        ServiceAccountAction::Keep => {}
+        ServiceAccountAction::WritePublic(_) => {
+            outputs.push((SERVICE_ACCOUNT_PUB.to_string(), PUBLIC));
+        }
+        ServiceAccountAction::Create => {
+            outputs.push((SERVICE_ACCOUNT_KEY.to_string(), PRIVATE));
+            outputs.push((SERVICE_ACCOUNT_PUB.to_string(), PUBLIC));
+        }
+    }
+    for (spec, action) in &plan.leaves {
+        outputs.extend(leaf_outputs(spec, action));
+    }
+    outputs
+}
+
+/// The files a leaf's action writes, in [`leaf_files`]' order.
+fn leaf_outputs(spec: &LeafSpec, action: &LeafAction) -> Vec<(String, u32)> {
+    let (write_pair, write_conf) = leaf_writes(spec, action);
+    let mut outputs = Vec::new();
+    if write_pair {
+        outputs.push((spec.cert_path(), PUBLIC));
+        outputs.push((spec.key_path(), PRIVATE));
+    }
+    if write_conf && spec.kubeconfig.is_some() {
+        outputs.push((spec.conf_path(), PRIVATE));
+    }
+    outputs
+}
+
+/// Whether a leaf's action writes its certificate and key, and whether its
+/// kubeconfig (when it has one).
+fn leaf_writes(spec: &LeafSpec, action: &LeafAction) -> (bool, bool) {
+    match action {
+        LeafAction::Create => (spec.files, true),
+        LeafAction::WriteKubeconfig(..) => (false, true),
+        LeafAction::AdoptFromKubeconfig(..) => (true, false),
+    }
 }
 
 fn leaf_files(
@@ -1032,14 +1122,13 @@ fn leaf_files(
     ca: &CertificateAuthority,
     other: Option<&CertificateAuthority>,
 ) -> anyhow::Result<Vec<NewFile>> {
-    let (certificate, key, write_pair, write_conf) = match action {
+    let (write_pair, write_conf) = leaf_writes(spec, &action);
+    let (certificate, key) = match action {
         LeafAction::Create => {
-            let (certificate, key) =
-                issue::new_leaf(spec, ca, cluster.key_algorithm, cluster.cert_validity_days)?;
-            (certificate, key, spec.files, true)
+            issue::new_leaf(spec, ca, cluster.key_algorithm, cluster.cert_validity_days)?
         }
-        LeafAction::WriteKubeconfig(certificate, key) => (certificate, key, false, true),
-        LeafAction::AdoptFromKubeconfig(certificate, key) => (certificate, key, true, false),
+        LeafAction::WriteKubeconfig(certificate, key)
+        | LeafAction::AdoptFromKubeconfig(certificate, key) => (certificate, key),
     };
     let mut files = Vec::new();
     if write_pair {

@@ -243,6 +243,9 @@ fn walk(folder: &OwnedFd, relative: String) -> Snapshot {
     let mut subfolders = Vec::new();
     for (name, kind) in &entries {
         match *kind {
+            // Not a folder of the store's: an uncommitted batch's new
+            // folder (`.w9.<16 hex>.tmp`) among them.
+            libc::DT_DIR if name.starts_with('.') => {}
             libc::DT_DIR if !(relative.is_empty() && name == NOT_READ) => {
                 if let Ok(subfolder) = open_at(
                     Some(folder),
