@@ -10,9 +10,9 @@
 //!    not exist yet, under its own name inside a temporary of the
 //!    outermost missing folder (`nodes/.w9.<16 hex digits>.tmp/kubelet.key`),
 //!    so that a new node's files take one rename, not one each. Files are
-//!    created while their contents are still being computed ([`stage`])
-//!    and written as each is ready ([`Slots::offer`]); then every file and
-//!    every folder holding one is made durable;
+//!    created while their contents are still being computed ([`stage`]),
+//!    then written ([`Staged::commit`]); then every file and every folder
+//!    holding one is made durable;
 //! 2. the journal [`JOURNAL`] listing every (temporary, target) rename, of
 //!    files and of new folders, is written the same way and renamed into
 //!    place: the batch is committed;
@@ -49,7 +49,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
 
 use anyhow::Context;
 use rayon::prelude::*;
@@ -251,16 +250,15 @@ fn write_batch_with(
     if files.is_empty() && removals.is_empty() {
         return Ok(());
     }
-    let slots = Slots::new(files.iter().map(|file| (file.relative.clone(), file.mode)));
-    let staged = stage_with(lock, root, &slots, removals, durability)?;
+    let layout = Layout::new(files.iter().map(|file| (file.relative.clone(), file.mode)));
+    let staged = stage_with(lock, root, &layout, removals, durability)?;
     staged.commit_until(files, interrupt)
 }
 
 /// A batch's files, in its order, before their contents exist: what
-/// [`stage`] creates, and where whoever computes the contents hands each
-/// file over ([`Slots::offer`]) to be written as soon as it exists.
-pub(crate) struct Slots {
-    slots: Vec<Slot>,
+/// [`stage`] creates.
+pub(crate) struct Layout {
+    files: Vec<Slot>,
 }
 
 struct Slot {
@@ -268,43 +266,20 @@ struct Slot {
     mode: u32,
     /// Created (under its temporary name).
     created: AtomicBool,
-    /// Open since its creation, while descriptors allow.
-    handle: OnceLock<File>,
-    /// Its contents are written.
-    filled: AtomicBool,
 }
 
-impl Slots {
-    /// Slots for the files `layout` lists: store-relative path and mode.
-    pub(crate) fn new(layout: impl IntoIterator<Item = (String, u32)>) -> Slots {
-        Slots {
-            slots: layout
+impl Layout {
+    /// The files `files` lists: store-relative path and mode.
+    pub(crate) fn new(files: impl IntoIterator<Item = (String, u32)>) -> Layout {
+        Layout {
+            files: files
                 .into_iter()
                 .map(|(relative, mode)| Slot {
                     relative,
                     mode,
                     created: AtomicBool::new(false),
-                    handle: OnceLock::new(),
-                    filled: AtomicBool::new(false),
                 })
                 .collect(),
-        }
-    }
-
-    /// Write `file`, the batch's file at `index`, now if it has been
-    /// created and is open; else (or if that fails) [`Staged::commit`]
-    /// writes it.
-    pub(crate) fn offer(&self, index: usize, file: &NewFile) {
-        let Some(slot) = self.slots.get(index) else {
-            return;
-        };
-        if slot.relative != file.relative || slot.mode != file.mode {
-            return;
-        }
-        if let Some(handle) = slot.handle.get() {
-            if write_contents(handle, &file.contents, file.mode, false).is_ok() {
-                slot.filled.store(true, Ordering::Release);
-            }
         }
     }
 }
@@ -328,7 +303,7 @@ struct Placement {
 pub(crate) struct Staged<'a> {
     root: PathBuf,
     durability: Durability,
-    slots: &'a Slots,
+    layout: &'a Layout,
     placements: Vec<Placement>,
     /// New folders built under a temporary name: (temporary, target).
     folders: Vec<(String, String)>,
@@ -342,35 +317,35 @@ pub(crate) struct Staged<'a> {
     keep: bool,
 }
 
-/// Create, under temporary names, the files of `slots`, for
+/// Create, under temporary names, the files of `layout`, for
 /// [`Staged::commit`] to fill and commit; `removals` are store files the
 /// same batch removes. The caller holds the exclusive run lock.
 pub(crate) fn stage<'a>(
     lock: &RunLock,
     root: &Path,
-    slots: &'a Slots,
+    layout: &'a Layout,
     removals: &[String],
 ) -> anyhow::Result<Staged<'a>> {
-    stage_with(lock, root, slots, removals, Durability::now())
+    stage_with(lock, root, layout, removals, Durability::now())
 }
 
 fn stage_with<'a>(
     lock: &RunLock,
     root: &Path,
-    slots: &'a Slots,
+    layout: &'a Layout,
     removals: &[String],
     durability: Durability,
 ) -> anyhow::Result<Staged<'a>> {
     if !lock.is_exclusive() {
         anyhow::bail!("writing the PKI store needs the exclusive run lock");
     }
-    for slot in &slots.slots {
+    for slot in &layout.files {
         if !sane_relative(&slot.relative) {
             anyhow::bail!("cannot write {:?} into the PKI store", slot.relative);
         }
     }
     for removal in removals {
-        if !sane_relative(removal) || slots.slots.iter().any(|slot| &slot.relative == removal) {
+        if !sane_relative(removal) || layout.files.iter().any(|slot| &slot.relative == removal) {
             anyhow::bail!("cannot remove {removal:?} from the PKI store in this batch");
         }
     }
@@ -378,7 +353,7 @@ fn stage_with<'a>(
     let mut staged = Staged {
         root: root.to_path_buf(),
         durability,
-        slots,
+        layout,
         placements: Vec::new(),
         folders: Vec::new(),
         removals: removals.to_vec(),
@@ -389,7 +364,7 @@ fn stage_with<'a>(
     staged.create().map_err(|error| {
         error.context(format!(
             "writing {} new file(s) into the PKI store {}; nothing was changed",
-            slots.slots.len(),
+            layout.files.len(),
             root.display()
         ))
     })?;
@@ -415,7 +390,7 @@ impl Staged<'_> {
         let mut exists: HashMap<&str, bool> = HashMap::new();
         let mut new_folders: BTreeMap<&str, String> = BTreeMap::new();
         let mut to_create: BTreeSet<String> = BTreeSet::new();
-        for slot in &self.slots.slots {
+        for slot in &self.layout.files {
             let relative = slot.relative.as_str();
             let missing = relative.rsplit_once('/').and_then(|(folder, name)| {
                 outermost_missing(&root, folder, &mut exists).map(|missing| (folder, name, missing))
@@ -471,26 +446,20 @@ impl Staged<'_> {
         // Several threads, each its share of the files (mostly in folders
         // of their own): creating a file on a cold filesystem waits for
         // the disk to read its inode's block.
-        let share = self.slots.slots.len().div_ceil(CREATORS).max(1);
-        let budget = descriptor_budget();
-        let slots = self.slots;
+        let share = self.layout.files.len().div_ceil(CREATORS).max(1);
         let placements = &self.placements;
         std::thread::scope(|scope| {
-            let creators: Vec<_> = slots
-                .slots
+            let creators: Vec<_> = self
+                .layout
+                .files
                 .chunks(share)
                 .zip(placements.chunks(share))
-                .enumerate()
-                .map(|(chunk, (slots, placements))| {
+                .map(|(slots, placements)| {
                     let root = &root;
                     scope.spawn(move || -> anyhow::Result<()> {
-                        for (offset, (slot, placement)) in slots.iter().zip(placements).enumerate()
-                        {
-                            let handle = create_new(&root.join(&placement.created_as), slot.mode)?;
+                        for (slot, placement) in slots.iter().zip(placements) {
+                            create_new(&root.join(&placement.created_as), slot.mode)?;
                             slot.created.store(true, Ordering::Release);
-                            if chunk * share + offset < budget {
-                                let _ = slot.handle.set(handle);
-                            }
                         }
                         Ok(())
                     })
@@ -504,18 +473,17 @@ impl Staged<'_> {
         })
     }
 
-    /// Write what [`Slots::offer`] did not (`files`: the batch, in the
-    /// slots' order), make the batch durable and commit it: see the
-    /// module docs.
+    /// Write the files' contents (`files`: the batch, in the layout's
+    /// order), make the batch durable and commit it: see the module docs.
     pub(crate) fn commit(self, files: &[NewFile]) -> anyhow::Result<()> {
         self.commit_until(files, Interrupt::Never)
     }
 
     fn commit_until(mut self, files: &[NewFile], interrupt: Interrupt) -> anyhow::Result<()> {
-        if files.len() != self.slots.slots.len()
+        if files.len() != self.layout.files.len()
             || files
                 .iter()
-                .zip(&self.slots.slots)
+                .zip(&self.layout.files)
                 .any(|(file, slot)| file.relative != slot.relative || file.mode != slot.mode)
         {
             anyhow::bail!(
@@ -552,7 +520,7 @@ impl Staged<'_> {
         operations.extend(
             self.placements
                 .iter()
-                .zip(&self.slots.slots)
+                .zip(&self.layout.files)
                 .filter(|(placement, _)| placement.renamed)
                 .map(|(placement, slot)| (placement.created_as.clone(), slot.relative.clone())),
         );
@@ -598,40 +566,24 @@ impl Staged<'_> {
         finish_journal(&root)
     }
 
-    /// Write every file's contents not written yet and make the files and
-    /// their folders durable (see [`Durability`]).
+    /// Write every file's contents and make the files and their folders
+    /// durable (see [`Durability`]).
     fn fill(&self, files: &[NewFile]) -> anyhow::Result<()> {
-        let fill_one = |(index, file): (usize, &NewFile), sync: bool| -> anyhow::Result<()> {
-            let slot = &self.slots.slots[index];
-            let filled = slot.filled.load(Ordering::Acquire);
-            if filled && !sync {
-                return Ok(());
-            }
-            let path = self.root.join(&self.placements[index].created_as);
-            let reopened;
-            let handle = match slot.handle.get() {
-                Some(handle) => handle,
-                None => {
-                    reopened = OpenOptions::new()
-                        .write(true)
-                        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                        .open(&path)
-                        .with_context(|| format!("opening {}", path.display()))?;
-                    &reopened
-                }
-            };
-            let written = if filled {
-                handle.sync_all()
-            } else {
-                write_contents(handle, &file.contents, file.mode, sync)
-            };
-            written.with_context(|| format!("writing {}", path.display()))
+        let fill_one = |(file, placement): (&NewFile, &Placement), sync: bool| {
+            let path = self.root.join(&placement.created_as);
+            let handle = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            write_contents(&handle, &file.contents, file.mode, sync)
+                .with_context(|| format!("writing {}", path.display()))
         };
         match self.durability {
             Durability::SyncFilesystem => {
                 files
                     .par_iter()
-                    .enumerate()
+                    .zip(&self.placements)
                     .try_for_each(|file| fill_one(file, false))?;
                 sync_filesystem(&self.root)
             }
@@ -639,7 +591,7 @@ impl Staged<'_> {
                 io_pool()?.install(|| {
                     files
                         .par_iter()
-                        .enumerate()
+                        .zip(&self.placements)
                         .try_for_each(|file| fill_one(file, true))
                 })?;
                 sync_folders(&self.holding)
@@ -655,7 +607,7 @@ impl Drop for Staged<'_> {
         if self.keep {
             return;
         }
-        for (placement, slot) in self.placements.iter().zip(&self.slots.slots) {
+        for (placement, slot) in self.placements.iter().zip(&self.layout.files) {
             if placement.renamed && slot.created.load(Ordering::Acquire) {
                 let _ = std::fs::remove_file(self.root.join(&placement.created_as));
             }
@@ -694,23 +646,6 @@ fn outermost_missing<'a>(
 
 /// Threads creating a batch's files.
 const CREATORS: usize = 4;
-
-/// How many files a batch keeps open between their creation and their
-/// contents: half of what the descriptor limit leaves.
-fn descriptor_budget() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes only into `limit`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 0;
-    }
-    usize::try_from(limit.rlim_cur)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(256)
-        / 2
-}
 
 /// Rename every temporary still present over its target; remove the
 /// targets of `remove` lines.
@@ -1254,7 +1189,7 @@ mod tests {
     }
 
     #[test]
-    fn files_offered_while_staged_are_written_and_the_rest_at_the_commit() {
+    fn staged_files_wait_empty_and_private_then_the_commit_fills_them() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("store");
@@ -1265,18 +1200,49 @@ mod tests {
             mode: PUBLIC,
         };
         let batch = [file("a.key", "a"), public, file("nodes/n/c.key", "c")];
-        let slots = Slots::new(batch.iter().map(|file| (file.relative.clone(), file.mode)));
-        // Offered before anything exists: left for the commit.
-        slots.offer(0, &batch[0]);
-        let staged = stage(&lock, &root, &slots, &[]).expect("stage");
-        // Offered at the wrong place: ignored.
-        slots.offer(2, &batch[1]);
-        slots.offer(1, &batch[1]);
-        assert!(slots.slots[1].filled.load(Ordering::Acquire));
-        assert!(!slots.slots[0].filled.load(Ordering::Acquire));
-        assert!(!slots.slots[2].filled.load(Ordering::Acquire));
+        let layout = Layout::new(batch.iter().map(|file| (file.relative.clone(), file.mode)));
+        let staged = stage(&lock, &root, &layout, &[]).expect("stage");
+        let mode = |path: &Path| {
+            std::fs::metadata(path)
+                .expect("metadata")
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        // Before the contents exist: empty, and a key never readable by
+        // others, under temporary names only.
+        let mut waiting = Vec::new();
+        let mut below: Vec<PathBuf> = temporaries_below(&root)
+            .into_iter()
+            .map(|temporary| root.join(temporary))
+            .collect();
+        while let Some(path) = below.pop() {
+            if path.is_dir() {
+                assert_eq!(mode(&path), FOLDER, "{}", path.display());
+                below.extend(
+                    std::fs::read_dir(&path)
+                        .expect("read")
+                        .flatten()
+                        .map(|entry| entry.path()),
+                );
+            } else {
+                waiting.push((path.display().to_string(), path));
+            }
+        }
+        assert_eq!(waiting.len(), 3, "{waiting:?}");
+        for (name, path) in &waiting {
+            assert_eq!(std::fs::read(path).expect("read").len(), 0, "{name}");
+            let expected = if name.ends_with(".crt") {
+                PUBLIC
+            } else {
+                PRIVATE
+            };
+            let masked = expected & !umask().unwrap_or(0o022);
+            assert_eq!(mode(path) & 0o777, masked, "{name}");
+        }
+        assert!(!root.join("a.key").exists());
         staged.commit(&batch).expect("commit");
-        for (relative, contents, mode) in [
+        for (relative, contents, expected) in [
             ("a.key", "a", PRIVATE),
             ("nodes/n/b.crt", "b", PUBLIC),
             ("nodes/n/c.key", "c", PRIVATE),
@@ -1285,8 +1251,7 @@ mod tests {
                 std::fs::read_to_string(root.join(relative)).expect(relative),
                 contents
             );
-            let metadata = std::fs::metadata(root.join(relative)).expect("metadata");
-            assert_eq!(metadata.permissions().mode() & 0o7777, mode, "{relative}");
+            assert_eq!(mode(&root.join(relative)), expected, "{relative}");
         }
         assert!(temporaries_below(&root).is_empty());
     }
@@ -1298,14 +1263,14 @@ mod tests {
         let lock = crate::lock::acquire(&root, "test").expect("lock");
         std::fs::create_dir(root.join("nodes")).expect("mkdir");
         let batch = [file("a.key", "a"), file("nodes/n/b.key", "b")];
-        let slots = Slots::new(batch.iter().map(|file| (file.relative.clone(), file.mode)));
+        let layout = Layout::new(batch.iter().map(|file| (file.relative.clone(), file.mode)));
         // Dropped, as when making the keys failed.
-        let staged = stage(&lock, &root, &slots, &[]).expect("stage");
+        let staged = stage(&lock, &root, &layout, &[]).expect("stage");
         assert_eq!(temporaries_below(&root).len(), 2);
         drop(staged);
         assert!(temporaries_below(&root).is_empty());
-        // Committed with files the slots do not list.
-        let staged = stage(&lock, &root, &slots, &[]).expect("stage");
+        // Committed with files the layout does not list.
+        let staged = stage(&lock, &root, &layout, &[]).expect("stage");
         let error = staged
             .commit(&[file("a.key", "a"), file("nodes/n/other.key", "b")])
             .expect_err("other files");

@@ -430,7 +430,7 @@ fn reissue(
         }
     }
     plan.rotation.slot = Some(RotationSlot::Prev);
-    files.extend(generate::execute(cluster, plan, None)?);
+    files.extend(generate::execute(cluster, plan)?);
     Ok((files, removals))
 }
 

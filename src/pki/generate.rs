@@ -268,10 +268,10 @@ pub(super) fn write(
     // Creating the files is much of the work: done while the keys and
     // certificates are made (the first key waits for the random number
     // generator to seed itself, and leaves a core idle meanwhile).
-    let slots = atomic_write::Slots::new(outputs(&plan));
+    let layout = atomic_write::Layout::new(outputs(&plan));
     let (staged, files) = std::thread::scope(|scope| {
-        let staging = scope.spawn(|| atomic_write::stage(lock, store.dir(), &slots, &[]));
-        let files = execute(cluster, plan, Some(&slots));
+        let staging = scope.spawn(|| atomic_write::stage(lock, store.dir(), &layout, &[]));
+        let files = execute(cluster, plan);
         let staged = staging
             .join()
             .unwrap_or_else(|_| Err(anyhow::anyhow!("creating the store's files failed")));
@@ -935,13 +935,8 @@ fn check_kubeconfig(
 }
 
 /// Mint everything the plan lacks; returns the files in store order (the
-/// order of [`outputs`]), each also offered to `slots` as soon as it is
-/// made.
-pub(super) fn execute(
-    cluster: &Cluster,
-    plan: Plan,
-    slots: Option<&atomic_write::Slots>,
-) -> anyhow::Result<Vec<NewFile>> {
+/// order of [`outputs`]).
+pub(super) fn execute(cluster: &Cluster, plan: Plan) -> anyhow::Result<Vec<NewFile>> {
     let _timer = crate::timings::step("pki keys, certs");
     let algorithm = cluster.key_algorithm;
     let Plan {
@@ -1027,24 +1022,9 @@ pub(super) fn execute(
         }
     }
 
-    if let Some(slots) = slots {
-        for (index, file) in files.iter().enumerate() {
-            slots.offer(index, file);
-        }
-    }
-    // Where each leaf's files start in the batch.
-    let mut first = files.len();
-    let leaves: Vec<(usize, LeafSpec, LeafAction)> = leaves
-        .into_iter()
-        .map(|(spec, action)| {
-            let at = first;
-            first += leaf_outputs(&spec, &action).len();
-            (at, spec, action)
-        })
-        .collect();
     let leaf_files: Vec<Vec<NewFile>> = leaves
         .into_par_iter()
-        .map(|(at, spec, action)| {
+        .map(|(spec, action)| {
             let ca = signers.get(&spec.authority).ok_or_else(|| {
                 anyhow::anyhow!("no {} to sign {}", spec.authority.label(), spec.base)
             })?;
@@ -1052,13 +1032,7 @@ pub(super) fn execute(
                 .others
                 .get(&spec.authority)
                 .map(|other| other.as_ref());
-            let made = leaf_files(cluster, &spec, action, ca, other)?;
-            if let Some(slots) = slots {
-                for (index, file) in made.iter().enumerate() {
-                    slots.offer(at + index, file);
-                }
-            }
-            Ok(made)
+            leaf_files(cluster, &spec, action, ca, other)
         })
         .collect::<anyhow::Result<_>>()?;
     files.extend(leaf_files.into_iter().flatten());
