@@ -492,25 +492,20 @@ impl Staged<'_> {
                 self.root.display()
             );
         }
-        let timer = crate::timings::step("pki files written");
-        let written = self.fill(files);
-        drop(timer);
-        written.map_err(|error| {
+        let root = self.root.clone();
+        let failed = |error: anyhow::Error| {
             error.context(format!(
                 "writing {} new file(s) into the PKI store {}; nothing was changed",
                 files.len(),
-                self.root.display()
+                root.display()
             ))
-        })?;
+        };
+        let timer = crate::timings::step("pki files written");
+        let written = self.fill(files);
+        drop(timer);
+        written.map_err(failed)?;
 
-        #[cfg(test)]
-        if interrupt == Interrupt::BeforeCommit {
-            self.keep = true;
-            return Ok(());
-        }
-
-        // Commit: once the journal is in place, the batch will be finished.
-        let root = self.root.clone();
+        // The journal: once it is in place, the batch will be finished.
         let header = if self.removals.is_empty() {
             JOURNAL_HEADER
         } else {
@@ -536,7 +531,30 @@ impl Staged<'_> {
         journal.push_str(JOURNAL_END);
         journal.push('\n');
         let journal_temporary = root.join(temporary_name(JOURNAL));
-        write_synced(&journal_temporary, journal.as_bytes(), PRIVATE)?;
+        // The files, their folders and the journal's temporary reach the
+        // disk before the journal is renamed into place.
+        let flushed = match self.durability {
+            Durability::SyncFilesystem => {
+                write_unsynced(&journal_temporary, journal.as_bytes(), PRIVATE).and_then(|()| {
+                    let _timer = crate::timings::step("pki flush");
+                    sync_filesystem(&root)
+                })
+            }
+            Durability::SyncEach => sync_folders(&self.holding)
+                .and_then(|()| write_synced(&journal_temporary, journal.as_bytes(), PRIVATE)),
+        };
+        if let Err(error) = flushed {
+            let _ = std::fs::remove_file(&journal_temporary);
+            return Err(failed(error));
+        }
+
+        #[cfg(test)]
+        if interrupt == Interrupt::BeforeCommit {
+            self.keep = true;
+            return Ok(());
+        }
+
+        // Commit.
         if let Err(error) = std::fs::rename(&journal_temporary, root.join(JOURNAL)) {
             let _ = std::fs::remove_file(&journal_temporary);
             return Err(error).with_context(|| {
@@ -566,8 +584,8 @@ impl Staged<'_> {
         finish_journal(&root)
     }
 
-    /// Write every file's contents and make the files and their folders
-    /// durable (see [`Durability`]).
+    /// Write every file's contents (and fsync each, when that is how the
+    /// batch reaches the disk: see [`Durability`]).
     fn fill(&self, files: &[NewFile]) -> anyhow::Result<()> {
         let fill_one = |(file, placement): (&NewFile, &Placement), sync: bool| {
             let path = self.root.join(&placement.created_as);
@@ -580,22 +598,16 @@ impl Staged<'_> {
                 .with_context(|| format!("writing {}", path.display()))
         };
         match self.durability {
-            Durability::SyncFilesystem => {
+            Durability::SyncFilesystem => files
+                .par_iter()
+                .zip(&self.placements)
+                .try_for_each(|file| fill_one(file, false)),
+            Durability::SyncEach => io_pool()?.install(|| {
                 files
                     .par_iter()
                     .zip(&self.placements)
-                    .try_for_each(|file| fill_one(file, false))?;
-                sync_filesystem(&self.root)
-            }
-            Durability::SyncEach => {
-                io_pool()?.install(|| {
-                    files
-                        .par_iter()
-                        .zip(&self.placements)
-                        .try_for_each(|file| fill_one(file, true))
-                })?;
-                sync_folders(&self.holding)
-            }
+                    .try_for_each(|file| fill_one(file, true))
+            }),
         }
     }
 }
@@ -832,9 +844,20 @@ fn count_files(folder: &Path) -> usize {
         .sum()
 }
 
+/// Create `path` with `mode` from the start, write `contents` and fsync
+/// it. A failed write removes the file.
 fn write_synced(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    write_file(path, contents, mode, true)
+}
+
+/// [`write_synced`] without the fsync, for a file a `syncfs` flushes.
+fn write_unsynced(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    write_file(path, contents, mode, false)
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32, sync: bool) -> anyhow::Result<()> {
     let handle = create_new(path, mode)?;
-    if let Err(error) = write_contents(&handle, contents, mode, true) {
+    if let Err(error) = write_contents(&handle, contents, mode, sync) {
         let _ = std::fs::remove_file(path);
         return Err(error).with_context(|| format!("writing {}", path.display()));
     }
@@ -1123,10 +1146,14 @@ mod tests {
         ];
         // Killed before the commit: one temporary beside a.key, one
         // folder for each missing outermost folder, files named as they
-        // will be inside them.
+        // will be inside them, and the journal not yet in place.
         write_batch_until(&lock, &root, &batch, &[], Interrupt::BeforeCommit).expect("batch");
         let left = temporaries_below(&root);
-        assert_eq!(left.len(), 3, "{left:?}");
+        assert_eq!(left.len(), 4, "{left:?}");
+        assert!(
+            left.iter().any(|path| path.starts_with("..ocfk8s-batch.")),
+            "{left:?}"
+        );
         let node = left
             .iter()
             .find(|path| path.starts_with("nodes/.n."))
@@ -1147,7 +1174,7 @@ mod tests {
             recover(&lock, &root).expect("recover"),
             Recovered {
                 finished: 0,
-                removed: 4
+                removed: 5
             }
         );
         assert_eq!(
