@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use super::atomic_write::{self, NewFile, PRIVATE, PUBLIC};
 use super::ca_rotation::Rotation;
 use super::certlist::{
-    self, rotation_path, Authority, LeafSpec, RotationSlot, SERVICE_ACCOUNT_KEY,
+    self, rotation_path, Authority, KubeconfigSpec, LeafSpec, RotationSlot, SERVICE_ACCOUNT_KEY,
     SERVICE_ACCOUNT_PUB,
 };
 use super::issue;
@@ -1060,33 +1060,57 @@ fn outputs(plan: &Plan) -> Vec<(String, u32)> {
         }
     }
     for (spec, action) in &plan.leaves {
-        outputs.extend(leaf_outputs(spec, action));
+        outputs.extend(
+            leaf_writes(spec, action)
+                .into_iter()
+                .map(|file| (file.path(spec), file.mode())),
+        );
     }
     outputs
 }
 
-/// The files a leaf's action writes, in [`leaf_files`]' order.
-fn leaf_outputs(spec: &LeafSpec, action: &LeafAction) -> Vec<(String, u32)> {
-    let (write_pair, write_conf) = leaf_writes(spec, action);
-    let mut outputs = Vec::new();
-    if write_pair {
-        outputs.push((spec.cert_path(), PUBLIC));
-        outputs.push((spec.key_path(), PRIVATE));
-    }
-    if write_conf && spec.kubeconfig.is_some() {
-        outputs.push((spec.conf_path(), PRIVATE));
-    }
-    outputs
+/// One file a leaf's action writes.
+#[derive(Clone, Copy)]
+enum LeafFile<'a> {
+    Certificate,
+    Key,
+    Kubeconfig(&'a KubeconfigSpec),
 }
 
-/// Whether a leaf's action writes its certificate and key, and whether its
-/// kubeconfig (when it has one).
-fn leaf_writes(spec: &LeafSpec, action: &LeafAction) -> (bool, bool) {
-    match action {
+impl LeafFile<'_> {
+    fn path(self, spec: &LeafSpec) -> String {
+        match self {
+            LeafFile::Certificate => spec.cert_path(),
+            LeafFile::Key => spec.key_path(),
+            LeafFile::Kubeconfig(_) => spec.conf_path(),
+        }
+    }
+
+    fn mode(self) -> u32 {
+        match self {
+            LeafFile::Certificate => PUBLIC,
+            LeafFile::Key | LeafFile::Kubeconfig(_) => PRIVATE,
+        }
+    }
+}
+
+/// The files a leaf's action writes, in the batch's order: its
+/// certificate and key unless they exist, its kubeconfig (when it has
+/// one) unless that exists.
+fn leaf_writes<'a>(spec: &'a LeafSpec, action: &LeafAction) -> Vec<LeafFile<'a>> {
+    let (pair, conf) = match action {
         LeafAction::Create => (spec.files, true),
         LeafAction::WriteKubeconfig(..) => (false, true),
         LeafAction::AdoptFromKubeconfig(..) => (true, false),
+    };
+    let mut writes = Vec::new();
+    if pair {
+        writes.extend([LeafFile::Certificate, LeafFile::Key]);
     }
+    if let (true, Some(kubeconfig)) = (conf, &spec.kubeconfig) {
+        writes.push(LeafFile::Kubeconfig(kubeconfig));
+    }
+    writes
 }
 
 fn leaf_files(
@@ -1096,7 +1120,7 @@ fn leaf_files(
     ca: &CertificateAuthority,
     other: Option<&CertificateAuthority>,
 ) -> anyhow::Result<Vec<NewFile>> {
-    let (write_pair, write_conf) = leaf_writes(spec, &action);
+    let writes = leaf_writes(spec, &action);
     let (certificate, key) = match action {
         LeafAction::Create => {
             issue::new_leaf(spec, ca, cluster.key_algorithm, cluster.cert_validity_days)?
@@ -1104,38 +1128,31 @@ fn leaf_files(
         LeafAction::WriteKubeconfig(certificate, key)
         | LeafAction::AdoptFromKubeconfig(certificate, key) => (certificate, key),
     };
-    let mut files = Vec::new();
-    if write_pair {
-        files.push(NewFile {
-            relative: spec.cert_path(),
-            contents: certificate.pem.clone().into_bytes(),
-            mode: PUBLIC,
-        });
-        files.push(NewFile {
-            relative: spec.key_path(),
-            contents: key.pem.clone().into_bytes(),
-            mode: PRIVATE,
-        });
-    }
-    if let (true, Some(kubeconfig)) = (write_conf, &spec.kubeconfig) {
-        let trusted: Vec<&Certificate> = std::iter::once(&ca.certificate)
-            .chain(other.map(|other| &other.certificate))
-            .collect();
-        let text = kubeconfig::render(
-            &cluster.name,
-            &kubeconfig.server,
-            &kubeconfig.user,
-            &trusted,
-            &certificate,
-            &key,
-        );
-        files.push(NewFile {
-            relative: spec.conf_path(),
-            contents: text.into_bytes(),
-            mode: PRIVATE,
-        });
-    }
-    Ok(files)
+    let contents = |file: LeafFile| match file {
+        LeafFile::Certificate => certificate.pem.clone(),
+        LeafFile::Key => key.pem.clone(),
+        LeafFile::Kubeconfig(kubeconfig) => {
+            let trusted: Vec<&Certificate> = std::iter::once(&ca.certificate)
+                .chain(other.map(|other| &other.certificate))
+                .collect();
+            kubeconfig::render(
+                &cluster.name,
+                &kubeconfig.server,
+                &kubeconfig.user,
+                &trusted,
+                &certificate,
+                &key,
+            )
+        }
+    };
+    Ok(writes
+        .into_iter()
+        .map(|file| NewFile {
+            relative: file.path(spec),
+            contents: contents(file).into_bytes(),
+            mode: file.mode(),
+        })
+        .collect())
 }
 
 /// How an existing certificate differs from what the inventory asks of it:
