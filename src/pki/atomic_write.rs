@@ -308,8 +308,8 @@ pub(crate) struct Staged<'a> {
     /// New folders built under a temporary name: (temporary, target).
     folders: Vec<(String, String)>,
     removals: Vec<String>,
-    /// Folders created in place: the store itself, when it was missing.
-    created: Vec<PathBuf>,
+    /// The store's folder was missing and the batch created it.
+    created_root: bool,
     /// Every folder holding something the batch created.
     holding: BTreeSet<PathBuf>,
     /// Committed (or, in a test, left as a kill would leave it): nothing
@@ -357,7 +357,7 @@ fn stage_with<'a>(
         placements: Vec::new(),
         folders: Vec::new(),
         removals: removals.to_vec(),
-        created: Vec::new(),
+        created_root: false,
         holding: BTreeSet::new(),
         keep: false,
     };
@@ -376,7 +376,7 @@ impl Staged<'_> {
         let root = self.root.clone();
         if !root.is_dir() {
             match DirBuilder::new().mode(FOLDER).create(&root) {
-                Ok(()) => self.created.push(root.clone()),
+                Ok(()) => self.created_root = true,
                 Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(error) => {
                     return Err(error)
@@ -535,13 +535,13 @@ impl Staged<'_> {
         // disk before the journal is renamed into place.
         let flushed = match self.durability {
             Durability::SyncFilesystem => {
-                write_unsynced(&journal_temporary, journal.as_bytes(), PRIVATE).and_then(|()| {
+                write_file(&journal_temporary, journal.as_bytes(), PRIVATE, false).and_then(|()| {
                     let _timer = crate::timings::step("pki flush");
                     sync_filesystem(&root)
                 })
             }
             Durability::SyncEach => sync_folders(&self.holding)
-                .and_then(|()| write_synced(&journal_temporary, journal.as_bytes(), PRIVATE)),
+                .and_then(|()| write_file(&journal_temporary, journal.as_bytes(), PRIVATE, true)),
         };
         if let Err(error) = flushed {
             let _ = std::fs::remove_file(&journal_temporary);
@@ -627,8 +627,8 @@ impl Drop for Staged<'_> {
         for (temporary, _) in &self.folders {
             let _ = std::fs::remove_dir_all(self.root.join(temporary));
         }
-        for folder in self.created.iter().rev() {
-            let _ = std::fs::remove_dir(folder);
+        if self.created_root {
+            let _ = std::fs::remove_dir(&self.root);
         }
     }
 }
@@ -845,16 +845,8 @@ fn count_files(folder: &Path) -> usize {
 }
 
 /// Create `path` with `mode` from the start, write `contents` and fsync
-/// it. A failed write removes the file.
-fn write_synced(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    write_file(path, contents, mode, true)
-}
-
-/// [`write_synced`] without the fsync, for a file a `syncfs` flushes.
-fn write_unsynced(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    write_file(path, contents, mode, false)
-}
-
+/// it when `sync` (a `syncfs` to come flushes it otherwise). A failed
+/// write removes the file.
 fn write_file(path: &Path, contents: &[u8], mode: u32, sync: bool) -> anyhow::Result<()> {
     let handle = create_new(path, mode)?;
     if let Err(error) = write_contents(&handle, contents, mode, sync) {
