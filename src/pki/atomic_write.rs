@@ -983,11 +983,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_committed_batch_is_finished_and_an_uncommitted_one_removed() {
+    fn public_file(relative: &str, contents: &str) -> NewFile {
+        NewFile {
+            mode: PUBLIC,
+            ..file(relative, contents)
+        }
+    }
+
+    /// A store folder under the exclusive run lock (the temporary folder
+    /// holding it goes when the first value is dropped).
+    fn locked_store() -> (tempfile::TempDir, PathBuf, RunLock) {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("store");
         let lock = crate::lock::acquire(&root, "test").expect("lock");
+        (dir, root, lock)
+    }
+
+    #[test]
+    fn a_committed_batch_is_finished_and_an_uncommitted_one_removed() {
+        let (_dir, root, lock) = locked_store();
         write_batch(
             &lock,
             &root,
@@ -1031,9 +1045,7 @@ mod tests {
 
     #[test]
     fn a_batch_failing_before_its_commit_leaves_the_store_as_it_was() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().join("store");
-        let lock = crate::lock::acquire(&root, "test").expect("lock");
+        let (_dir, root, lock) = locked_store();
         // A regular file where the batch needs a folder: its write fails
         // after the others' temporaries and folders were made.
         std::fs::write(root.join("z"), "not a folder").expect("write");
@@ -1061,14 +1073,8 @@ mod tests {
     fn both_ways_of_reaching_the_disk_write_the_same_batch() {
         use std::os::unix::fs::PermissionsExt;
         for durability in [Durability::SyncFilesystem, Durability::SyncEach] {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let root = dir.path().join("store");
-            let lock = crate::lock::acquire(&root, "test").expect("lock");
-            let public = NewFile {
-                relative: "nodes/n/etcd/b.crt".to_string(),
-                contents: b"b".to_vec(),
-                mode: PUBLIC,
-            };
+            let (_dir, root, lock) = locked_store();
+            let public = public_file("nodes/n/etcd/b.crt", "b");
             write_batch_with(
                 &lock,
                 &root,
@@ -1126,9 +1132,7 @@ mod tests {
 
     #[test]
     fn a_new_folder_is_built_under_a_temporary_name_and_renamed_whole() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().join("store");
-        let lock = crate::lock::acquire(&root, "test").expect("lock");
+        let (_dir, root, lock) = locked_store();
         std::fs::create_dir(root.join("nodes")).expect("mkdir");
         let batch = [
             file("a.key", "a"),
@@ -1210,14 +1214,8 @@ mod tests {
     #[test]
     fn staged_files_wait_empty_and_private_then_the_commit_fills_them() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().join("store");
-        let lock = crate::lock::acquire(&root, "test").expect("lock");
-        let public = NewFile {
-            relative: "nodes/n/b.crt".to_string(),
-            contents: b"b".to_vec(),
-            mode: PUBLIC,
-        };
+        let (_dir, root, lock) = locked_store();
+        let public = public_file("nodes/n/b.crt", "b");
         let batch = [file("a.key", "a"), public, file("nodes/n/c.key", "c")];
         let layout = Layout::new(batch.iter().map(|file| (file.relative.clone(), file.mode)));
         let staged = stage(&lock, &root, &layout, &[]).expect("stage");
@@ -1277,9 +1275,7 @@ mod tests {
 
     #[test]
     fn a_staged_batch_not_committed_or_committed_with_other_files_leaves_nothing() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().join("store");
-        let lock = crate::lock::acquire(&root, "test").expect("lock");
+        let (_dir, root, lock) = locked_store();
         std::fs::create_dir(root.join("nodes")).expect("mkdir");
         let batch = [file("a.key", "a"), file("nodes/n/b.key", "b")];
         let layout = Layout::new(batch.iter().map(|file| (file.relative.clone(), file.mode)));
@@ -1318,9 +1314,7 @@ mod tests {
 
     #[test]
     fn a_journal_not_of_ours_is_refused_and_nothing_renamed() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().join("store");
-        let lock = crate::lock::acquire(&root, "test").expect("lock");
+        let (_dir, root, lock) = locked_store();
         std::fs::write(root.join(".x.00000000000000aa.tmp"), "x").expect("write");
         for journal in [
             format!("{JOURNAL_HEADER}\n.x.00000000000000aa.tmp\t../x\n{JOURNAL_END}\n"),
